@@ -1,0 +1,1 @@
+"""Shared infrastructure: model backends, sampling/scoring, I/O. No algorithm logic lives here."""

@@ -1,0 +1,504 @@
+"""LlamaGen: the GPT image-token transformer and the VQ tokenizer, in one checkpoint-compatible module.
+
+Every model of the LlamaGen family in this project is a configuration of the classes below: the tiny
+random test model, the ShapeWorld toy, and the official LlamaGen checkpoints (GPT-B/L/XL/XXL/3B, VQ-16).
+Facts (configs, 2D RoPE with zero rotation at the condition positions, null class / null caption, VQ
+layout, state-dict key names) follow ../shared/specs/ar_grpo.md §1, written from scratch.
+
+Differences from the released LlamaGen code, all deliberate for RL:
+- no dropout / drop-path / label dropout modules (RL needs deterministic teacher forcing; the keys of
+  the official checkpoints are unchanged because dropout has no parameters);
+- the KV cache is an explicit object returned by `prefill` and passed to `decode`, never stored on the
+  module, so no stale cache can leak from sampling into teacher-forced scoring;
+- `forward(cond, tokens)` is always the teacher-forced pass (no train/eval-mode switch).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def find_multiple(n: int, k: int) -> int:
+    return n if n % k == 0 else n + k - (n % k)
+
+
+# ----------------------------------------------------------------------------------------------------
+# GPT
+
+
+@dataclass
+class GPTConfig:
+    dim: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_kv_head: int | None = None  # None = multi-head attention (every LlamaGen preset)
+    multiple_of: int = 256  # SwiGLU hidden size is rounded up to a multiple of this
+    ffn_dim_multiplier: float | None = None
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+    vocab_size: int = 16384  # image codebook size
+    block_size: int = 256  # number of image tokens, a square grid
+    cls_token_num: int = 1  # condition positions: 1 (class) or 120 (T5 caption)
+    model_type: str = "c2i"  # "c2i" (class-conditional) or "t2i" (text-conditional)
+    num_classes: int = 1000  # c2i: the null class is index num_classes
+    caption_dim: int = 2048  # t2i: width of the caption features (FLAN-T5-XL)
+
+
+# Official presets (ar_grpo.md §1.1). Parameter counts are for c2i with one class token.
+GPT_PRESETS = {
+    "B": dict(n_layer=12, n_head=12, dim=768),  # 111 M
+    "L": dict(n_layer=24, n_head=16, dim=1024),  # 343 M
+    "XL": dict(n_layer=36, n_head=20, dim=1280),  # 775 M
+    "XXL": dict(n_layer=48, n_head=24, dim=1536),  # 1.4 B
+    "3B": dict(n_layer=24, n_head=32, dim=3200),  # 3.1 B
+}
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        # statistic in fp32, cast back, then scale (as LlamaGen)
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        hidden = int(2 * 4 * cfg.dim / 3)
+        if cfg.ffn_dim_multiplier is not None:
+            hidden = int(cfg.ffn_dim_multiplier * hidden)
+        hidden = find_multiple(hidden, cfg.multiple_of)
+        self.w1 = nn.Linear(cfg.dim, hidden, bias=False)
+        self.w3 = nn.Linear(cfg.dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, cfg.dim, bias=False)
+
+    def forward(self, x):
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+def apply_rotary_emb(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent channel pairs. x: (B, S, H, D); freqs: (S, D/2, 2) holding (cos, sin)."""
+    xs = x.float().reshape(*x.shape[:-1], -1, 2)  # (B, S, H, D/2, 2)
+    f = freqs.view(1, xs.size(1), 1, xs.size(3), 2)
+    out = torch.stack(
+        [xs[..., 0] * f[..., 0] - xs[..., 1] * f[..., 1], xs[..., 1] * f[..., 0] + xs[..., 0] * f[..., 1]], dim=-1
+    )
+    return out.flatten(3).type_as(x)
+
+
+def rope_2d_table(grid: int, head_dim: int, base: float, cls_token_num: int) -> torch.Tensor:
+    """(cls_token_num + grid², head_dim/2, 2) table of (cos, sin).
+
+    Image token t = r·grid + c gets angles [r·f_0..r·f_{d/4-1}, c·f_0..c·f_{d/4-1}], f_k = base^(-2k/(d/2)).
+    The condition rows are ALL ZERO (cos and sin), which zeroes q and k there: LlamaGen's convention,
+    required for checkpoint compatibility (ar_grpo.md §1.3).
+    """
+    half = head_dim // 2
+    freqs = 1.0 / (base ** (torch.arange(0, half, 2)[: half // 2].float() / half))  # (d/4,)
+    t = torch.arange(grid, dtype=torch.float32)
+    f = torch.outer(t, freqs)  # (grid, d/4)
+    f2d = torch.cat([f[:, None, :].expand(-1, grid, -1), f[None, :, :].expand(grid, -1, -1)], dim=-1)  # (g, g, d/2)
+    table = torch.stack([torch.cos(f2d), torch.sin(f2d)], dim=-1).flatten(0, 1)  # (g², d/2, 2)
+    return torch.cat([torch.zeros(cls_token_num, half, 2), table])
+
+
+class KVCache:
+    """Preallocated keys/values for every layer, for one batch of sequences. Lives outside the model."""
+
+    def __init__(self, cfg: GPTConfig, batch: int, max_len: int, key_valid: torch.Tensor, dtype, device):
+        n_kv = cfg.n_kv_head or cfg.n_head
+        hd = cfg.dim // cfg.n_head
+        self.k = [torch.zeros(batch, n_kv, max_len, hd, dtype=dtype, device=device) for _ in range(cfg.n_layer)]
+        self.v = [torch.zeros(batch, n_kv, max_len, hd, dtype=dtype, device=device) for _ in range(cfg.n_layer)]
+        self.key_valid = key_valid  # (B, max_len) bool: False at padded condition positions
+        self.pos = 0  # number of positions already written
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head, self.n_kv_head = cfg.n_head, cfg.n_kv_head or cfg.n_head
+        self.head_dim = cfg.dim // cfg.n_head
+        self.wqkv = nn.Linear(cfg.dim, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
+
+    def forward(self, x, freqs, mask, cache: KVCache | None = None, layer: int = 0):
+        B, S, _ = x.shape
+        q, k, v = self.wqkv(x).split(
+            [self.n_head * self.head_dim, self.n_kv_head * self.head_dim, self.n_kv_head * self.head_dim], dim=-1
+        )
+        q = apply_rotary_emb(q.view(B, S, self.n_head, self.head_dim), freqs).transpose(1, 2)  # (B, H, S, hd)
+        k = apply_rotary_emb(k.view(B, S, self.n_kv_head, self.head_dim), freqs).transpose(1, 2)
+        v = v.view(B, S, self.n_kv_head, self.head_dim).transpose(1, 2)
+        if cache is not None:  # write this chunk, then attend over everything written so far
+            p = cache.pos
+            cache.k[layer][:, :, p : p + S] = k
+            cache.v[layer][:, :, p : p + S] = v
+            k, v = cache.k[layer][:, :, : p + S], cache.v[layer][:, :, : p + S]
+        if self.n_kv_head != self.n_head:
+            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+            v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, S, hd)
+        return self.wo(y.transpose(1, 2).reshape(B, S, -1))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.attention = Attention(cfg)
+        self.feed_forward = FeedForward(cfg)
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+
+    def forward(self, x, freqs, mask, cache=None, layer=0):
+        h = x + self.attention(self.attention_norm(x), freqs, mask, cache, layer)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class LabelEmbedder(nn.Module):
+    """c2i condition: one embedding per class, plus the null class (index num_classes) for CFG."""
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.embedding_table = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, labels):  # (B,) -> (B, 1, dim)
+        return self.embedding_table(labels).unsqueeze(1)
+
+
+class CaptionMLP(nn.Module):
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, dim, bias=False)
+        self.act = nn.GELU(approximate="tanh")
+        self.fc2 = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class CaptionEmbedder(nn.Module):
+    """t2i condition: caption features (B, L, caption_dim) -> (B, L, dim). The null caption is the
+    learned `uncond_embedding` in feature space, projected like any caption."""
+
+    def __init__(self, caption_dim: int, dim: int, token_num: int):
+        super().__init__()
+        self.cap_proj = CaptionMLP(caption_dim, dim)
+        self.uncond_embedding = nn.Parameter(torch.randn(token_num, caption_dim) / caption_dim**0.5)
+
+    def forward(self, feats):
+        return self.cap_proj(feats)
+
+
+class GPT(nn.Module):
+    """LlamaGen's Transformer. A condition is a dict: {"label": (B,)} for c2i, or
+    {"emb": (B, L, caption_dim), "mask": (B, L) bool} for t2i (mask False = padded caption slot)."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.model_type == "c2i":
+            self.cls_embedding = LabelEmbedder(cfg.num_classes, cfg.dim)
+        elif cfg.model_type == "t2i":
+            self.cls_embedding = CaptionEmbedder(cfg.caption_dim, cfg.dim, cfg.cls_token_num)
+        else:
+            raise ValueError(f"model_type must be 'c2i' or 't2i', got {cfg.model_type!r}")
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        grid = int(math.isqrt(cfg.block_size))
+        assert grid * grid == cfg.block_size, "block_size must be a square number of image tokens"
+        # a plain attribute, not a buffer: not part of the state dict (as in LlamaGen)
+        self.freqs_cis = rope_2d_table(grid, cfg.dim // cfg.n_head, cfg.rope_base, cfg.cls_token_num)
+
+    def init_weights(self, std: float = 0.02):
+        """Fresh initialisation as LlamaGen: N(0, 0.02) everywhere, zero output head."""
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=std)
+        nn.init.zeros_(self.output.weight)
+        return self
+
+    # -- condition handling ------------------------------------------------------------------------
+    def null_cond(self, cond: dict) -> dict:
+        """The unconditional (CFG) input matching `cond`: the null class, or the null caption with the
+        same key mask (LlamaGen's sampler uses the caption's mask for both halves)."""
+        if self.cfg.model_type == "c2i":
+            return {"label": torch.full_like(cond["label"], self.cfg.num_classes)}
+        emb = self.cls_embedding.uncond_embedding.to(cond["emb"].dtype)
+        return {"emb": emb.expand_as(cond["emb"]).clone(), "mask": cond["mask"].clone()}
+
+    def _cond_embeddings(self, cond: dict):
+        """-> (B, L, dim) condition embeddings and (B, L) key-validity mask (or None)."""
+        if self.cfg.model_type == "c2i":
+            return self.cls_embedding(cond["label"]), None
+        x = self.cls_embedding(cond["emb"][:, : self.cfg.cls_token_num])
+        return x, cond["mask"][:, : self.cfg.cls_token_num]
+
+    @staticmethod
+    def _mask(key_valid, q_start: int, q_len: int, k_len: int, device):
+        """Boolean (B or 1, 1, q_len, k_len) mask, True = may attend: causal, padded condition keys
+        hidden, and the diagonal always visible (as LlamaGen's sampler)."""
+        qpos = torch.arange(q_start, q_start + q_len, device=device)[:, None]
+        kpos = torch.arange(k_len, device=device)[None, :]
+        m = kpos <= qpos  # (q, k)
+        if key_valid is None:
+            return m[None, None]
+        m = m[None] & key_valid[:, None, :k_len]
+        return (m | (kpos == qpos)[None])[:, None]
+
+    def _run(self, x, start: int, key_valid, cache: KVCache | None):
+        S = x.shape[1]
+        freqs = self.freqs_cis[start : start + S].to(x.device)
+        k_len = start + S
+        mask = self._mask(key_valid, start, S, k_len, x.device)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, freqs, mask, cache, i)
+        return self.output(self.norm(x)).float()
+
+    # -- the three entry points ---------------------------------------------------------------------
+    def forward(self, cond: dict, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing. tokens (B, n) image ids x_0..x_{n-1} -> logits (B, n+1, V) predicting x_0..x_n."""
+        c, cmask = self._cond_embeddings(cond)
+        x = torch.cat([c, self.tok_embeddings(tokens)], dim=1)
+        L = c.shape[1]
+        key_valid = None
+        if cmask is not None:
+            key_valid = torch.cat([cmask, torch.ones_like(tokens, dtype=torch.bool)], dim=1)
+        return self._run(x, 0, key_valid, None)[:, L - 1 :]
+
+    @torch.no_grad()
+    def prefill(self, cond: dict, max_new_tokens: int):
+        """Run the condition through a fresh KV cache. -> (logits (B, V) for x_0, cache)."""
+        c, cmask = self._cond_embeddings(cond)
+        B, L, _ = c.shape
+        max_len = L + max_new_tokens
+        key_valid = torch.ones(B, max_len, dtype=torch.bool, device=c.device)
+        if cmask is not None:
+            key_valid[:, :L] = cmask
+        cache = KVCache(self.cfg, B, max_len, key_valid, c.dtype, c.device)
+        logits = self._run(c, 0, key_valid, cache)
+        cache.pos = L
+        return logits[:, -1], cache
+
+    @torch.no_grad()
+    def decode(self, token: torch.Tensor, cache: KVCache):
+        """Feed one image token per row (B,). -> (logits (B, V) for the next token, cache)."""
+        x = self.tok_embeddings(token[:, None])
+        logits = self._run(x, cache.pos, cache.key_valid, cache)
+        cache.pos += 1
+        return logits[:, -1], cache
+
+
+# ----------------------------------------------------------------------------------------------------
+# VQ tokenizer
+
+
+@dataclass
+class VQConfig:
+    codebook_size: int = 16384
+    codebook_embed_dim: int = 8
+    codebook_l2_norm: bool = True
+    z_channels: int = 256
+    ch: int = 128
+    ch_mult: tuple = (1, 1, 2, 2, 4)  # downsampling factor 2^(len-1)
+    num_res_blocks: int = 2
+    norm_groups: int = 32  # GroupNorm groups (32 in every official checkpoint)
+    commit_beta: float = 0.25  # only used when training a tokenizer
+
+
+def _norm(c, groups):
+    return nn.GroupNorm(groups, c, eps=1e-6, affine=True)
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, cin, cout, groups):
+        super().__init__()
+        self.norm1, self.conv1 = _norm(cin, groups), nn.Conv2d(cin, cout, 3, 1, 1)
+        self.norm2, self.conv2 = _norm(cout, groups), nn.Conv2d(cout, cout, 3, 1, 1)
+        if cin != cout:
+            self.nin_shortcut = nn.Conv2d(cin, cout, 1, 1, 0)
+
+    def forward(self, x):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return (self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x) + h
+
+
+class AttnBlock(nn.Module):
+    def __init__(self, c, groups):
+        super().__init__()
+        self.norm = _norm(c, groups)
+        self.q, self.k, self.v, self.proj_out = (nn.Conv2d(c, c, 1) for _ in range(4))
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        h = self.norm(x)
+        q = self.q(h).flatten(2).transpose(1, 2)  # (B, HW, C)
+        k, v = self.k(h).flatten(2).transpose(1, 2), self.v(h).flatten(2).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None])[:, 0]  # single head
+        return x + self.proj_out(y.transpose(1, 2).reshape(B, C, H, W))
+
+
+class Downsample(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, 2, 0)
+
+    def forward(self, x):
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, 1, 1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: VQConfig):
+        super().__init__()
+        ch, mult, g = cfg.ch, cfg.ch_mult, cfg.norm_groups
+        self.conv_in = nn.Conv2d(3, ch, 3, 1, 1)
+        self.conv_blocks = nn.ModuleList()
+        cin = ch
+        for i, m in enumerate(mult):
+            blk = nn.Module()
+            blk.res, blk.attn = nn.ModuleList(), nn.ModuleList()
+            for _ in range(cfg.num_res_blocks):
+                blk.res.append(ResnetBlock(cin, ch * m, g))
+                cin = ch * m
+                if i == len(mult) - 1:
+                    blk.attn.append(AttnBlock(cin, g))
+            if i != len(mult) - 1:
+                blk.downsample = Downsample(cin)
+            self.conv_blocks.append(blk)
+        self.mid = nn.ModuleList([ResnetBlock(cin, cin, g), AttnBlock(cin, g), ResnetBlock(cin, cin, g)])
+        self.norm_out = _norm(cin, g)
+        self.conv_out = nn.Conv2d(cin, cfg.z_channels, 3, 1, 1)
+
+    def forward(self, x):
+        h = self.conv_in(x)
+        for blk in self.conv_blocks:
+            for j, res in enumerate(blk.res):
+                h = res(h)
+                if len(blk.attn) > 0:
+                    h = blk.attn[j](h)
+            if hasattr(blk, "downsample"):
+                h = blk.downsample(h)
+        for m in self.mid:
+            h = m(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: VQConfig):
+        super().__init__()
+        ch, mult, g = cfg.ch, cfg.ch_mult, cfg.norm_groups
+        cin = ch * mult[-1]
+        self.conv_in = nn.Conv2d(cfg.z_channels, cin, 3, 1, 1)
+        self.mid = nn.ModuleList([ResnetBlock(cin, cin, g), AttnBlock(cin, g), ResnetBlock(cin, cin, g)])
+        self.conv_blocks = nn.ModuleList()
+        for i, m in enumerate(reversed(mult)):
+            blk = nn.Module()
+            blk.res, blk.attn = nn.ModuleList(), nn.ModuleList()
+            for _ in range(cfg.num_res_blocks + 1):
+                blk.res.append(ResnetBlock(cin, ch * m, g))
+                cin = ch * m
+                if i == 0:
+                    blk.attn.append(AttnBlock(cin, g))
+            if i != len(mult) - 1:
+                blk.upsample = Upsample(cin)
+            self.conv_blocks.append(blk)
+        self.norm_out = _norm(cin, g)
+        self.conv_out = nn.Conv2d(cin, 3, 3, 1, 1)
+
+    def forward(self, z):
+        h = self.conv_in(z)
+        for m in self.mid:
+            h = m(h)
+        for blk in self.conv_blocks:
+            for j, res in enumerate(blk.res):
+                h = res(h)
+                if len(blk.attn) > 0:
+                    h = blk.attn[j](h)
+            if hasattr(blk, "upsample"):
+                h = blk.upsample(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class VectorQuantizer(nn.Module):
+    def __init__(self, cfg: VQConfig):
+        super().__init__()
+        self.l2_norm = cfg.codebook_l2_norm
+        self.beta = cfg.commit_beta
+        self.embedding = nn.Embedding(cfg.codebook_size, cfg.codebook_embed_dim)
+        nn.init.uniform_(self.embedding.weight, -1.0 / cfg.codebook_size, 1.0 / cfg.codebook_size)
+        self.register_buffer("codebook_used", torch.zeros(65536))  # a key of the official checkpoints
+
+    def codebook(self) -> torch.Tensor:
+        w = self.embedding.weight
+        return F.normalize(w, dim=-1) if self.l2_norm else w
+
+    def forward(self, z):
+        """z (B, C, h, w) -> (straight-through z_q, ids (B, h*w), codebook loss + commitment loss)."""
+        z = z.permute(0, 2, 3, 1)  # (B, h, w, C)
+        if self.l2_norm:
+            z = F.normalize(z, dim=-1)
+        e = self.codebook()
+        d = z.pow(2).sum(-1, keepdim=True) - 2 * z @ e.t() + e.pow(2).sum(-1)  # (B, h, w, K)
+        ids = d.argmin(-1)
+        zq = e[ids]
+        loss = F.mse_loss(zq, z.detach()) + self.beta * F.mse_loss(zq.detach(), z)
+        zq = z + (zq - z).detach()
+        return zq.permute(0, 3, 1, 2), ids.flatten(1), loss
+
+
+class VQModel(nn.Module):
+    def __init__(self, cfg: VQConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        self.quantize = VectorQuantizer(cfg)
+        self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.codebook_embed_dim, 1)
+        self.post_quant_conv = nn.Conv2d(cfg.codebook_embed_dim, cfg.z_channels, 1)
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.cfg.ch_mult) - 1)
+
+    def forward(self, x):
+        """Autoencode x in [-1, 1] (for tokenizer training). -> (reconstruction, ids, vq loss)."""
+        zq, ids, loss = self.quantize(self.quant_conv(self.encoder(x)))
+        return self.decoder(self.post_quant_conv(zq)), ids, loss
+
+    @torch.no_grad()
+    def encode(self, x) -> torch.Tensor:
+        """x (B, 3, H, W) in [-1, 1] -> ids (B, h*w), raster order."""
+        return self.quantize(self.quant_conv(self.encoder(x)))[1]
+
+    def codebook_vectors(self, ids) -> torch.Tensor:
+        """ids (B, T) -> (B, T, C) codebook rows (L2-normalised when codebook_l2_norm)."""
+        return self.quantize.codebook()[ids]
+
+    def decode(self, ids, grid: tuple[int, int]) -> torch.Tensor:
+        """ids (B, h*w) -> images (B, 3, H, W), roughly in [-1, 1]."""
+        h, w = grid
+        z = self.codebook_vectors(ids).view(ids.shape[0], h, w, -1).permute(0, 3, 1, 2)
+        return self.decoder(self.post_quant_conv(z))

@@ -1,0 +1,119 @@
+"""Seeding, image grids, metrics logging and checkpoint I/O. All files are written atomically."""
+from __future__ import annotations
+
+import json
+import os
+import random
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+
+def seed_everything(seed: int, deterministic: bool = True):
+    """Seed python, numpy and torch (every rank with the same seed, so initialisations agree)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = deterministic
+
+
+def make_generator(seed: int, device="cpu") -> torch.Generator:
+    """An explicit generator for rollouts (use seed + rank so ranks sample differently)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+def rollout_noise(seed: int, step: int, group_ids: list[int], group_size: int, num_tokens: int) -> torch.Tensor:
+    """Uniform noise (len(group_ids) * group_size, num_tokens) for the sampler, seeded per
+    (seed, step, global group index): every group gets its own stream, different on every rank, and a
+    run gives the same rollouts whatever the number of ranks."""
+    rows = []
+    for k in group_ids:
+        g = make_generator(seed * 1_000_003 + step * 10_007 + k)
+        rows.append(torch.rand(group_size, num_tokens, generator=g))
+    return torch.cat(rows)
+
+
+def _atomic(path: str, write):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_safetensors(state_dict: dict, path: str, metadata: dict | None = None):
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    _atomic(path, lambda p: save_file(sd, p, metadata=metadata))
+
+
+def load_safetensors(path: str, device="cpu") -> dict:
+    from safetensors.torch import load_file
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"missing weights file {path}")
+    return load_file(path, device=str(device))
+
+
+def save_checkpoint(out_dir: str, policy: torch.nn.Module, args, step: int, metrics: dict | None = None):
+    """Policy weights as safetensors plus a JSON record of the run's arguments and step."""
+    save_safetensors({k: v for k, v in policy.state_dict().items()}, os.path.join(out_dir, "policy.safetensors"))
+    info = {"step": step, "args": {k: v for k, v in vars(args).items()}, "metrics": metrics or {}}
+    _atomic(os.path.join(out_dir, "state.json"), lambda p: open(p, "w").write(json.dumps(info, indent=1, default=str)))
+
+
+def save_image_grid(images: torch.Tensor, captions: list[str], path: str, ncol: int = 8, scale: int = 2):
+    """images (N, 3, H, W) in [0, 1] -> one PNG with a caption under each image."""
+    N, _, H, W = images.shape
+    ncol = min(ncol, N)
+    nrow = (N + ncol - 1) // ncol
+    w, h, cap = W * scale, H * scale, 24
+    canvas = Image.new("RGB", (ncol * w, nrow * (h + cap)), "white")
+    draw = ImageDraw.Draw(canvas)
+    arr = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    for i in range(N):
+        r, c = divmod(i, ncol)
+        tile = Image.fromarray(arr[i]).resize((w, h), Image.NEAREST)
+        canvas.paste(tile, (c * w, r * (h + cap)))
+        text = captions[i] if i < len(captions) else ""
+        for j, line in enumerate([text[k : k + w // 6] for k in range(0, len(text), w // 6)][:2]):
+            draw.text((c * w + 2, r * (h + cap) + h + j * 11), line, fill="black")
+    _atomic(path, lambda p: canvas.save(p, format="PNG"))
+
+
+class Logger:
+    """Metrics to <out_dir>/metrics.jsonl (always) and TensorBoard (when installed). Master rank only."""
+
+    def __init__(self, out_dir: str, config: dict, enabled: bool = True):
+        self.enabled = enabled
+        self.writer = None
+        if not enabled:
+            return
+        os.makedirs(out_dir, exist_ok=True)
+        self.file = open(os.path.join(out_dir, "metrics.jsonl"), "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(out_dir)
+            rows = "\n".join(f"|{k}|{v}|" for k, v in config.items())
+            self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{rows}")
+        except ImportError:
+            pass
+
+    def log(self, step: int, metrics: dict):
+        if not self.enabled:
+            return
+        self.file.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for k, v in metrics.items():
+                self.writer.add_scalar(k, v, step)
+
+    def close(self):
+        if self.enabled:
+            self.file.close()
+            if self.writer is not None:
+                self.writer.close()
