@@ -72,7 +72,7 @@ class Args:
     """reward name (see rewards/__init__.py)"""
     eval_prompts: str = "data/shapeworld/eval.jsonl"
     """held-out GenEval-format prompts scored before and after training ('' = no evaluation)"""
-    eval_samples: int = 4
+    eval_samples: int = 8
     """images per held-out prompt in the before/after evaluation (0 = no evaluation)"""
     # Sampling
     cfg_scale: float = 3.0
@@ -86,9 +86,9 @@ class Args:
     sample_chunk: int = 0
     """rows sampled at once (0 = the whole batch); bounds sampling memory"""
     # GRPO
-    num_steps: int = 120
+    num_steps: int = 100
     """optimizer steps"""
-    prompts_per_step: int = 16
+    prompts_per_step: int = 8
     """P: prompts per step over all ranks (each rank takes P / world_size whole groups)"""
     group_size: int = 8
     """G: images sampled per prompt"""
@@ -103,7 +103,7 @@ class Args:
     guided_logprobs: bool = False
     """score log-probs under the CFG-guided sampling distribution instead of conditional-only"""
     # Optimisation
-    lr: float = 2e-5
+    lr: float = 5e-5
     """AdamW learning rate"""
     weight_decay: float = 0.0
     """AdamW weight decay"""

@@ -45,7 +45,7 @@ class Args:
     """tokenizer learning rate"""
     num_scenes: int = 40000
     """(prompt, scene) pairs tokenised for the AR stage"""
-    ar_steps: int = 4000
+    ar_steps: int = 3000
     """AR model optimisation steps"""
     ar_batch: int = 48
     """AR batch size"""

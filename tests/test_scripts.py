@@ -9,7 +9,7 @@ import torch
 
 from conftest import REPO
 
-SCRIPTS = ["grpo_vanilla.py"]
+SCRIPTS = ["grpo_vanilla.py", "stage.py", "gcpo.py"]
 TINY = ["--model", "tiny", "--prompts-per-step", "4", "--group-size", "4", "--eval-samples", "0", "--image-every", "1",
         "--lr", "1e-3", "--beta", "0.05"]
 
@@ -71,8 +71,9 @@ def test_torchrun_two_processes_match_one(script, tmp_path):
         (["--micro-batch-size", "3"], "must divide"),
     ],
 )
-def test_bad_input_fails_fast_with_one_line(extra, message, tmp_path):
-    p = run([sys.executable, "grpo_vanilla.py", *TINY, "--num-steps", "1", *extra], tmp_path, check=False)
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_bad_input_fails_fast_with_one_line(script, extra, message, tmp_path):
+    p = run([sys.executable, script, *TINY, "--num-steps", "1", *extra], tmp_path, check=False)
     assert p.returncode != 0
     last = p.stderr.strip().splitlines()[-1]
     assert message in last and last.startswith("error:"), p.stderr[-2000:]

@@ -1,0 +1,440 @@
+"""GCPO (Group Critical-token Policy Optimization) for autoregressive text-to-image models: grpo_vanilla.py
+changed only where GCPO changes it (spec: gcpo.md). Only 3k critical tokens per image enter the loss.
+
+For each prompt, sample a group of G images (CFG, KV cache), score them with a reward, normalise the
+rewards inside the group, and push up the log-probability of the CRITICAL image tokens of the better images:
+
+    A_i   = (R_i − mean_g R) / (std_g R + ε)                         STAGE Eq. 2 / AR-GRPO Eq. 3
+    ρ_i,t = π_θ(o_i,t | c, o_i,<t) / π_old(o_i,t | c, o_i,<t)
+    k3    = π_ref/π_θ − log(π_ref/π_θ) − 1                            (Schulman's k3 estimator)
+    C_i   = [0, k) ∪ C_grad ∪ C_sim, disjoint, exactly 3k tokens, k = int(ρ_sel·N)           GCPO Eq. 6
+    C_grad: the k largest |∇Ē| in [k, k + int(0.8N)), where H = entropy (Eq. 1) of the distribution each token
+            was SAMPLED from (CFG) on the h×w grid, Ē = mean of the existing {self, left, up-left, up, up-right}
+            of H (Eq. 4), ∇ = central differences (one-sided at the borders), |∇| = √(∂x² + ∂y²)
+    C_sim : the k smallest s_n = 1/(G(G−1)) Σ_{i≠j} cos(e_i,n, e_j,n) (Eq. 5, group-shared) outside [0, k) ∪ C_grad
+    w_i,t = 1/(t+1) Σ_{u≤t} exp(clip(log π_θ(o_i,u) − log π_ref(o_i,u), −c, c))   (≡ 1 at init)   GCPO Eq. 7
+    L     = 1/Σ_i|C_i| Σ_i Σ_{t∈C_i} [ −min(ρ·A_i·w_i,t, clip(ρ, 1−ε_c, 1+ε_c)·A_i·w_i,t) + β·k3 ]  GCPO Eq. 8
+
+Implementation choices, each the same in the three authors' releases:
+1. μ = 1 inner epoch by default, so π_old = π_θ and ρ ≡ 1 (its gradient is ∇log π): the loss VALUE is
+   ≈ 0 while its gradient is not. Watch the reward, not the loss.
+2. Images are sampled from the CFG-guided distribution, but log π, log π_ref, the KL and the logged
+   entropy use the CONDITIONAL-only logits at temperature 1 (STAGE spec §1.5, GCPO §2.4, AR-GRPO §2.3).
+   `--guided-logprobs` scores under the guided sampling distribution instead.
+3. std is the unbiased estimator and ε = 1e-4 (the releases); the papers write no ε.
+4. Every image has 3k critical tokens, so the mean over them equals the per-image mean, then the batch mean.
+GCPO choices (gcpo.md §10 lists how the release differs from the paper):
+5. w is detached, so only critical tokens get gradient (the paper). The release does not detach it, and every
+   token before a critical one gets gradient through w, the earliest the most: `--no-detach-weight` (§6.2).
+6. s compares the VQ codebook vectors bk.codebook(ids) (the LlamaGen release); the Janus release compares the
+   post-aligner LLM-input embeddings: `--sim-embedding input` (for backends with bk.input_embeds(ids)).
+7. c and ρ_sel are Args (the releases hard-code 0.5 and 0.1; A.1 lists c = 0.5/1/0.5/0.6/1). H includes any
+   temperature/top-k/top-p (the releases: T = 1, no filtering). The grid is bk.grid (releases: √N × √N), the
+   window is cut at N, ties go to the lower position (torch.topk: unspecified).
+8. π_ref is built even when β = 0, since w needs it (the release then uses log π_ref = 0). `losses/kl` is the
+   mean over ALL tokens; `gcpo/frac_critical` (= 3k/N) and `gcpo/weight_mean` (over C) are logged too.
+
+Run:
+    python gcpo.py                                          # the ShapeWorld toy on CPU, minutes
+    python gcpo.py --preset janus1b_hps --prompts FILE      # paper App. A.1 (PRESETS); explicit flags still win
+    torchrun --standalone --nproc_per_node=2 gcpo.py        # gloo on CPU, nccl on GPUs
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass, replace
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import tyro
+from tqdm import tqdm
+
+from common.evaluation import geneval_eval
+from common.models import MODELS, load_model
+from common.prompts import load_prompts
+from common.sampling import cond_repeat, sample, score
+from common.utils import Logger, make_generator, rollout_noise, save_checkpoint, save_image_grid, seed_everything
+from rewards import REWARDS, check_reward, get_reward
+
+
+@dataclass
+class Args:
+    # Experiment
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of this run; outputs go to <out_dir>/<exp_name>_s<seed>"""
+    seed: int = 0
+    """seed of the initialisation, prompt order and rollout noise"""
+    out_dir: str = "runs"
+    """where metrics.jsonl, TensorBoard events, grids and checkpoints are written"""
+    device: str = "auto"
+    """'auto' (cuda if available, else cpu), 'cpu' or 'cuda'"""
+    image_every: int = 50
+    """save a captioned grid of rollouts every N steps (0 = never)"""
+    save_every: int = 0
+    """save a checkpoint every N steps (0 = only at the end)"""
+    # Model and data
+    model: str = "toy"
+    """backend name ('toy' = shipped ShapeWorld model, 'tiny' = random test model) or a weights directory"""
+    dtype: str = "float32"
+    """policy dtype: float32 or bfloat16"""
+    prompts: str = "data/shapeworld/train.jsonl"
+    """training prompts: .jsonl (GenEval metadata per line) or .txt (one prompt per line)"""
+    reward: str = "geneval"
+    """reward name (see rewards/__init__.py)"""
+    eval_prompts: str = "data/shapeworld/eval.jsonl"
+    """held-out GenEval-format prompts scored before and after training ('' = no evaluation)"""
+    eval_samples: int = 8
+    """images per held-out prompt in the before/after evaluation (0 = no evaluation)"""
+    # Sampling
+    cfg_scale: float = 3.0
+    """classifier-free guidance scale s: l_u + s·(l_c − l_u)"""
+    temperature: float = 1.0
+    """sampling temperature"""
+    top_k: int = 0
+    """keep the k most likely tokens (0 = all)"""
+    top_p: float = 1.0
+    """nucleus sampling threshold (1 = off)"""
+    sample_chunk: int = 0
+    """rows sampled at once (0 = the whole batch); bounds sampling memory"""
+    # GRPO
+    num_steps: int = 100
+    """optimizer steps"""
+    prompts_per_step: int = 8
+    """P: prompts per step over all ranks (each rank takes P / world_size whole groups)"""
+    group_size: int = 8
+    """G: images sampled per prompt"""
+    num_inner_epochs: int = 1
+    """μ: policy updates per rollout batch (1 = on-policy, ratio ≡ 1, as every release)"""
+    clip_eps: float = 0.2
+    """PPO clip range ε_c of the ratio (inactive when μ = 1)"""
+    beta: float = 0.01
+    """β: weight of the k3 KL to the frozen reference (0 = no reference model)"""
+    adv_eps: float = 1e-4
+    """ε added to the group std of the rewards"""
+    guided_logprobs: bool = False
+    """score log-probs under the CFG-guided sampling distribution instead of conditional-only"""
+    # Optimisation
+    lr: float = 5e-5
+    """AdamW learning rate"""
+    weight_decay: float = 0.0
+    """AdamW weight decay"""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas"""
+    max_grad_norm: float = 1.0
+    """gradient clipping norm"""
+    micro_batch_size: int = 0
+    """images per forward/backward in the update (0 = the whole rank batch); gradients accumulate"""
+    # GCPO-specific
+    critical_frac: float = 0.1
+    """ρ_sel: each of the three critical sets holds k = int(ρ_sel·N) tokens per image (paper §5.1: 10%)"""
+    weight_clip: float = 0.5
+    """c: clip of log π_θ − log π_ref inside the dynamic advantage weight, Eq. 7"""
+    detach_weight: bool = True
+    """detach w: only critical tokens get gradient (the paper); --no-detach-weight = the release (gcpo.md §6.2)"""
+    sim_embedding: str = "codebook"
+    """embeddings the group similarity compares: 'codebook' (VQ vectors) or 'input' (bk.input_embeds, Janus)"""
+    preset: str = "toy"
+    """paper App. A.1 hyperparameters: toy (the defaults above), llamagen_hps, janus{1b,7b}_{geneval,hps}"""
+
+
+# Paper App. A.1 (max grad norm 1.0 everywhere, bf16, no held-out toy evaluation; pass --prompts yourself).
+# prompts_per_step = prompts/device x accumulation x 4 GPUs (the release scripts); micro_batch_size = one device's
+# images per micro-step. GenEval is the binary correctness (the Janus release), our "geneval_strict".
+_A1 = ("model", "reward", "lr", "beta", "group_size", "cfg_scale", "prompts_per_step", "micro_batch_size",
+       "num_steps", "weight_clip")
+PRESETS = {"toy": {}} | {n: dict(zip(_A1, row), dtype="bfloat16", max_grad_norm=1.0, eval_prompts="") for n, row in {
+    "llamagen_hps":    ("llamagen-t2i-xl", "hps", 1e-5, 0.04, 8, 1.0, 16, 16, 900, 0.5),
+    "janus1b_geneval": ("janus-pro-1b", "geneval_strict", 3e-6, 0.01, 4, 5.0, 8, 8, 1600, 1.0),
+    "janus1b_hps":     ("janus-pro-1b", "hps", 1e-6, 0.01, 4, 5.0, 8, 8, 1600, 0.5),
+    "janus7b_geneval": ("janus-pro-7b", "geneval_strict", 3e-6, 0.01, 4, 5.0, 8, 8, 1600, 0.6),
+    "janus7b_hps":     ("janus-pro-7b", "hps", 1e-6, 0.01, 8, 5.0, 16, 32, 1600, 1.0),
+}.items()}
+
+
+def fail(msg: str):
+    sys.exit(f"error: {msg}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# ALGO LOGIC: the maths, as small pure functions
+
+
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Eq. 2: A = (R − mean_g R) / (std_g R + ε). rewards (P, G) -> advantages (P, G).
+    std is unbiased (divisor G − 1), as in the releases. Equal rewards give A = 0 exactly."""
+    mean = rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, keepdim=True)  # unbiased
+    return (rewards - mean) / (std + eps)
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """k3 estimator of KL(π_θ ‖ π_ref) per token: exp(Δ) − Δ − 1 with Δ = log π_ref − log π_θ. (B, T), ≥ 0."""
+    delta = ref_logp - logp
+    return torch.exp(delta) - delta - 1
+
+
+def local_mean(H: torch.Tensor) -> torch.Tensor:
+    """Eq. 4: mean of the EXISTING members of {self, left, upper-left, upper, upper-right}. (B, h, w) -> (B, h, w)."""
+    def five(x):  # x padded by one column left and right and one row on top: the five causal neighbours, summed
+        return x[:, 1:, 1:-1] + x[:, 1:, :-2] + x[:, :-1, :-2] + x[:, :-1, 1:-1] + x[:, :-1, 2:]
+    return five(F.pad(H, (1, 1, 1, 0))) / five(F.pad(torch.ones_like(H), (1, 1, 1, 0)))
+
+
+def entropy_gradient(H: torch.Tensor) -> torch.Tensor:
+    """|∇Ē| = √(∂x² + ∂y²), central differences of Ē = local_mean(H), one-sided at borders. (B, h, w) -> (B, h, w)."""
+    dy, dx = torch.gradient(local_mean(H), dim=(1, 2))
+    return torch.sqrt(dx**2 + dy**2)
+
+
+def group_similarity(q: torch.Tensor) -> torch.Tensor:
+    """Eq. 5: mean off-diagonal cosine over the G images of a group at each position.
+    q (P, G, T, C) embeddings of the sampled tokens -> s (P, T), shared by the group."""
+    u = F.normalize(q.float(), dim=-1, eps=1e-8)
+    cos = torch.einsum("pgtc,phtc->ptgh", u, u)  # (P, T, G, G)
+    return cos[..., ~torch.eye(q.shape[1], dtype=torch.bool, device=q.device)].mean(-1)
+
+
+def critical_tokens(entropy: torch.Tensor, sim: torch.Tensor, grid: tuple[int, int], frac: float) -> torch.Tensor:
+    """Eq. 6: the three disjoint critical sets, k = int(frac·T) tokens each (gcpo.md §4); ties -> lower position.
+    entropy (B, T) of the sampled distribution; sim (P, T) from group_similarity (B = P·G, grouped rows).
+    -> (3, B, T) bool: initial, entropy-gradient, low-similarity; the critical mask is `.any(0)`."""
+    B, T = entropy.shape
+    k = int(frac * T)
+    init = torch.zeros(B, T, dtype=torch.bool, device=entropy.device)
+    init[:, :k] = True
+    lo, hi = k, min(T, k + int(0.8 * T))  # the window [k, k + int(0.8N)): never the first k nor the last ~10%
+    g = entropy_gradient(entropy.float().view(B, *grid)).view(B, T)[:, lo:hi]
+    grad = torch.zeros_like(init).scatter_(1, lo + g.sort(dim=1, descending=True, stable=True).indices[:, :k], True)
+    s = sim.float().repeat_interleave(B // sim.shape[0], dim=0).masked_fill(init | grad, float("inf"))
+    low = torch.zeros_like(init).scatter_(1, s.sort(dim=1, stable=True).indices[:, :k], True)
+    return torch.stack([init, grad, low])
+
+
+def dynamic_weight(logp, ref_logp, clip: float, detach: bool = True) -> torch.Tensor:
+    """Eq. 7: w_n = 1/(n+1) Σ_{t≤n} exp(clip(log π_θ − log π_ref, −c, c)), over ALL positions. (B, T) -> (B, T).
+    detach=False keeps w in the graph (the release): tokens before a critical one then get gradient."""
+    e = torch.exp((logp - ref_logp).clamp(-clip, clip))
+    w = e.cumsum(1) / torch.arange(1, logp.shape[1] + 1, device=logp.device, dtype=e.dtype)
+    return w.detach() if detach else w
+
+
+def gcpo_loss(logp, old_logp, ref_logp, adv, mask, weight, clip_eps: float, beta: float):
+    """Eq. 8 (mean over the critical tokens of the clipped surrogate with A·w for A, plus β·k3). logp, old_logp,
+    ref_logp, weight (B, T) (ref_logp None when β = 0); adv (B,); mask (B, T) bool. -> (scalar loss, stats dict)."""
+    ratio = torch.exp(logp - old_logp)  # (B, T); ≡ 1 on-policy
+    a = adv[:, None] * weight  # token-wise advantage A·w
+    pg = torch.maximum(-a * ratio, -a * ratio.clamp(1 - clip_eps, 1 + clip_eps))  # (B, T)
+    per_token = pg
+    kl = torch.zeros_like(logp)
+    if beta > 0:
+        kl = kl_k3(logp, ref_logp)
+        per_token = pg + beta * kl
+    with torch.no_grad():
+        clipfrac = ((ratio - 1).abs() > clip_eps)[mask].float().mean()
+    return per_token[mask].mean(), {"kl": kl.mean().detach(), "clipfrac": clipfrac}
+
+
+# ---------------------------------------------------------------------------------------------------
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    if PRESETS.get(args.preset):  # parse again with the preset as the defaults, so explicit flags still win
+        args = tyro.cli(Args, default=replace(Args(), **PRESETS[args.preset]))
+
+    # TRY NOT TO MODIFY: distributed setup (nanoGPT style; plain `python` runs as one process)
+    ddp = int(os.environ.get("RANK", -1)) != -1
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    if ddp:
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        device = torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}" if use_cuda else "cpu")
+        if use_cuda:
+            torch.cuda.set_device(device)
+    else:
+        rank, world_size = 0, 1
+        device = torch.device("cuda" if use_cuda else "cpu")
+    master = rank == 0
+
+    # Bad input fails here, in one line, before any model is built.
+    if args.preset not in PRESETS:
+        fail(f"unknown preset {args.preset!r}; known: {', '.join(PRESETS)}")
+    gaps = [f"{name} {getattr(args, name)!r} (not in {where})" for name, where, ok in (
+        ("model", "common.models.MODELS", args.model in MODELS or os.path.isdir(args.model)),
+        ("reward", "rewards.REWARDS", args.reward in REWARDS)) if not ok]
+    if args.preset != "toy" and gaps:
+        fail(f"preset {args.preset!r} needs what is not available yet: {', '.join(gaps)}")
+    if args.sim_embedding not in ("codebook", "input"):
+        fail(f"--sim-embedding must be codebook or input, got {args.sim_embedding!r}")
+    if args.model not in MODELS and not os.path.isdir(args.model):
+        fail(f"unknown model {args.model!r}; known: {', '.join(MODELS)} or a weights directory")
+    if args.group_size < 2:
+        fail(f"--group-size must be >= 2 (advantages compare samples within a group), got {args.group_size}")
+    if args.prompts_per_step % world_size:
+        fail(f"--prompts-per-step {args.prompts_per_step} is not divisible by world size {world_size}")
+    if args.dtype not in ("float32", "bfloat16"):
+        fail(f"--dtype must be float32 or bfloat16, got {args.dtype!r}")
+    try:
+        train_prompts = load_prompts(args.prompts)
+        eval_prompts = load_prompts(args.eval_prompts) if args.eval_prompts and args.eval_samples > 0 else []
+        check_reward(args.reward, train_prompts)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    P_rank = args.prompts_per_step // world_size  # whole groups per rank: advantages need no communication
+    B_rank = P_rank * args.group_size  # images per rank per step
+    mb = args.micro_batch_size or B_rank
+    if B_rank % mb:
+        fail(f"--micro-batch-size {mb} must divide the {B_rank} images per rank")
+    run_dir = os.path.join(args.out_dir, f"{args.exp_name}_s{args.seed}")
+
+    # TRY NOT TO MODIFY: seeding (same init on every rank, seed + rank for rollouts)
+    seed_everything(args.seed)
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+    bk = load_model(args.model, device, dtype)
+    if not 1 <= int(args.critical_frac * bk.num_tokens) <= bk.num_tokens // 3:
+        fail(f"--critical-frac {args.critical_frac}: need 1 <= int(frac·N) <= N/3 for N = {bk.num_tokens} tokens")
+    if args.sim_embedding == "input" and not hasattr(bk, "input_embeds"):
+        fail(f"--sim-embedding input: backend {args.model!r} has no input_embeds(ids); use codebook")
+    policy = bk.policy
+    ref = copy.deepcopy(policy).requires_grad_(False)  # always: the dynamic weight needs π_ref even when β = 0
+    reward_fn = get_reward(args.reward, device=device)
+    model = torch.nn.parallel.DistributedDataParallel(policy) if ddp else policy
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, betas=args.adam_betas, weight_decay=args.weight_decay)
+    order_gen = make_generator(args.seed)  # prompt order: identical on every rank
+    logger = Logger(run_dir, vars(args), enabled=master)
+    if master:
+        print(f"{len(train_prompts)} prompts | {world_size} rank(s) x {P_rank} prompts x G={args.group_size} "
+              f"= {B_rank * world_size} images/step | {bk.num_tokens} tokens/image | "
+              f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable params | out: {run_dir}")
+
+    def evaluate(tag: str):
+        if not eval_prompts:
+            return None
+        if master:
+            summary, images, captions = geneval_eval(bk, eval_prompts, args.eval_samples, cfg_scale=args.cfg_scale,
+                                                     temperature=args.temperature, top_k=args.top_k,
+                                                     top_p=args.top_p)
+            save_image_grid(images[:64], captions[:64], os.path.join(run_dir, f"eval_{tag}.png"))
+            print(f"held-out strict GenEval ({tag}): " + " | ".join(f"{k} {v:.3f}" for k, v in summary.items()))
+        if ddp:
+            dist.barrier()
+        return summary if master else None
+
+    before = evaluate("before")
+    perm, cursor = torch.randperm(len(train_prompts), generator=order_gen), 0
+    sample_kw = dict(cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    score_kw = sample_kw if args.guided_logprobs else {}
+    for step in tqdm(range(1, args.num_steps + 1), disable=not master, desc=args.exp_name):
+        t0 = time.time()
+        # the next P prompts of a shuffled epoch; rank r takes its contiguous share
+        if cursor + args.prompts_per_step > len(perm):
+            perm, cursor = torch.randperm(len(train_prompts), generator=order_gen), 0
+        group_ids = list(range(cursor + rank * P_rank, cursor + (rank + 1) * P_rank))  # global group indices
+        idx = perm[group_ids[0] : group_ids[-1] + 1]
+        cursor += args.prompts_per_step
+        batch = [train_prompts[i] for i in idx.tolist()]
+
+        # ALGO LOGIC: rollout. Each prompt's group of G images is sampled on this rank.
+        texts = [m["prompt"] for m in batch for _ in range(args.group_size)]  # B_rank prompts, grouped
+        metas = [m for m in batch for _ in range(args.group_size)]
+        cond = cond_repeat(bk.cond([m["prompt"] for m in batch]), args.group_size)
+        uncond = bk.uncond(cond)
+        noise = rollout_noise(args.seed, step, group_ids, args.group_size, bk.num_tokens)  # (B, T) uniforms
+        tokens, _, sample_entropy = sample(policy, cond, uncond, bk.num_tokens, noise=noise,
+                                           chunk_size=args.sample_chunk, **sample_kw)  # (B, T)
+        images = bk.decode(tokens)  # (B, 3, H, W)
+        # ALGO LOGIC (GCPO): critical tokens from the sampled distribution's entropy and the group similarity
+        emb = bk.codebook(tokens) if args.sim_embedding == "codebook" else bk.input_embeds(tokens)  # (B, T, C)
+        sim = group_similarity(emb.view(P_rank, args.group_size, *emb.shape[1:]))  # (P, T)
+        mask = critical_tokens(sample_entropy, sim, bk.grid, args.critical_frac).any(0)  # (B, T): 3k per image
+        t1 = time.time()
+
+        # ALGO LOGIC: rewards and group-normalised advantages
+        rewards = reward_fn(images, texts, metas).float().to(device)  # (B,)
+        adv = group_advantages(rewards.view(P_rank, args.group_size), args.adv_eps).view(-1)  # (B,)
+        zero_std = (rewards.view(P_rank, args.group_size).std(dim=1) < 1e-6).float().mean()
+        t2 = time.time()
+
+        # ALGO LOGIC: policy update (μ epochs over micro-batches; one optimizer step per epoch)
+        slices = [slice(i, i + mb) for i in range(0, B_rank, mb)]
+        cond_mb = [{k: v[s] for k, v in cond.items()} for s in slices]
+        uncond_mb = [{k: v[s] for k, v in uncond.items()} if args.guided_logprobs else None for s in slices]
+        with torch.no_grad():
+            old_logp = ref_logp = None  # (B, T)
+            if args.num_inner_epochs > 1:
+                old_logp = torch.cat([score(policy, c, tokens[s], u, **score_kw)[0]
+                                      for c, u, s in zip(cond_mb, uncond_mb, slices)])
+            if ref is not None:
+                ref_logp = torch.cat([score(ref, c, tokens[s], u, **score_kw)[0]
+                                      for c, u, s in zip(cond_mb, uncond_mb, slices)])
+        stats = {"loss": 0.0, "kl": 0.0, "clipfrac": 0.0, "entropy": 0.0, "weight": 0.0}
+        for epoch in range(args.num_inner_epochs):
+            for j, s in enumerate(slices):
+                # Gradients are all-reduced once per optimizer step: no_sync on every micro-batch but the
+                # last, around BOTH forward and backward (DDP decides at forward time whether to sync).
+                ctx = model.no_sync() if ddp and j < len(slices) - 1 else contextlib.nullcontext()
+                with ctx:
+                    logp, ent = score(model, cond_mb[j], tokens[s], uncond_mb[j], **score_kw)  # (mb, T)
+                    old = old_logp[s] if old_logp is not None else logp.detach()
+                    weight = dynamic_weight(logp, ref_logp[s], args.weight_clip, args.detach_weight)  # (mb, T)
+                    loss, st = gcpo_loss(logp, old, ref_logp[s] if ref is not None else None, adv[s], mask[s], weight,
+                                         args.clip_eps, args.beta)
+                    (loss * mb / B_rank).backward()
+                w = mb / B_rank / args.num_inner_epochs
+                stats["loss"] += loss.item() * w
+                stats["kl"] += st["kl"].item() * w
+                stats["clipfrac"] += st["clipfrac"].item() * w
+                stats["entropy"] += ent.mean().item() * w
+                stats["weight"] += weight[mask[s]].mean().item() * w
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+            if not torch.isfinite(grad_norm):
+                fail(f"non-finite gradient norm at step {step}; lower --lr or check the reward")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        t3 = time.time()
+
+        # TRY NOT TO MODIFY: logging (metrics averaged over ranks)
+        metrics = {
+            "charts/reward_mean": rewards.mean().item(), "charts/reward_std": rewards.std().item(),
+            "charts/frac_zero_std_groups": zero_std.item(), "losses/policy_loss": stats["loss"],
+            "losses/kl": stats["kl"], "losses/clipfrac": stats["clipfrac"], "losses/entropy": stats["entropy"],
+            "losses/sample_entropy": sample_entropy.mean().item(), "losses/grad_norm": grad_norm.item(),
+            "perf/images_per_sec": B_rank * world_size / (t3 - t0), "perf/sample_s": t1 - t0,
+            "perf/reward_s": t2 - t1, "perf/update_s": t3 - t2,
+            "gcpo/frac_critical": mask.float().mean().item(), "gcpo/weight_mean": stats["weight"],
+        }
+        if ddp:
+            vec = torch.tensor(list(metrics.values()), device=device)
+            dist.all_reduce(vec, op=dist.ReduceOp.SUM)
+            metrics = {k: v / world_size for k, v in zip(metrics, vec.tolist())}
+            metrics["perf/images_per_sec"] *= world_size
+        metrics["perf/peak_mem_gb"] = (torch.cuda.max_memory_allocated() if use_cuda else
+                                       resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**30
+        logger.log(step, metrics)
+        if master and args.image_every and step % args.image_every == 0:
+            caps = [f"{r:.2f} {t}" for r, t in zip(rewards.tolist(), texts)]
+            save_image_grid(images[:32].float().cpu(), caps[:32], os.path.join(run_dir, f"rollouts_{step:05d}.png"))
+        if master and args.save_every and step % args.save_every == 0:
+            save_checkpoint(os.path.join(run_dir, "checkpoint"), policy, args, step, metrics)
+
+    if ddp:  # sanity check: DDP keeps the parameters of every rank identical
+        flat = torch.cat([p.detach().flatten() for p in policy.parameters()])
+        flat0 = flat.clone()
+        dist.broadcast(flat0, src=0)
+        if not torch.equal(flat, flat0):
+            fail(f"rank {rank} parameters differ from rank 0")
+        if master:
+            print(f"parameters identical on all {world_size} ranks")
+    if master:
+        save_checkpoint(os.path.join(run_dir, "checkpoint"), policy, args, args.num_steps)
+    after = evaluate("after")
+    if master and before is not None:
+        print(f"held-out strict GenEval overall: before {before['overall']:.3f} -> after {after['overall']:.3f}")
+    logger.close()
+    if ddp:
+        dist.destroy_process_group()

@@ -1,0 +1,422 @@
+"""STAGE (arXiv 2509.25027): GRPO with similarity-aware advantage/KL reweighting and an entropy reward.
+
+For each prompt, sample a group of G images (CFG, KV cache), score them with a reward, normalise the
+rewards inside the group, and push up the log-probability of every image token of the better images:
+
+    A_i   = (R_i − mean_g R) / (std_g R + ε)                         STAGE Eq. 2 / AR-GRPO Eq. 3
+    ρ_i,t = π_θ(o_i,t | c, o_i,<t) / π_old(o_i,t | c, o_i,<t)
+    k3    = π_ref/π_θ − log(π_ref/π_θ) − 1                            (Schulman's k3 estimator)
+    L     = 1/(G·T) Σ_i Σ_t [ −min(ρ·A_i, clip(ρ, 1−ε_c, 1+ε_c)·A_i) + β·k3 ]
+                                                      STAGE Eq. 3 / AR-GRPO Eqs. 4–6 (token mean)
+STAGE, per group (q_i,t: L2-normalised VQ codebook vector of o_i,t; H(o): mean_t entropy of π(·|c, o_<t)):
+    Sim_i,t = Σ_j 1[A_i·A_j ≤ 0]·cos(q_i,t, q_j,t) / Σ_j 1[A_i·A_j ≤ 0]                  Eqs. 5–6
+    M_i,t   = clip((1 − Sim_i,t)/2, 0, 1);   Ã_i,t = M_i,t·A_i replaces A_i in L          Eqs. 7–8
+    β'_i,t  = (0.5 + 0.5·clip(Sim_i,t + 1, 0, 1))·β replaces β in L                      §3.2 (KL reweighting)
+    R'_i    = R_i + λ·1[R_i = max_g R] / (1 + (H_ref(o_i) − H_θ(o_i))²), λ = 0.4, before A   Eqs. 9–12
+
+Implementation choices, each the same in the three authors' releases:
+1. μ = 1 inner epoch by default, so π_old = π_θ and ρ ≡ 1 (its gradient is ∇log π): the loss VALUE is
+   ≈ 0 while its gradient is not. Watch the reward, not the loss.
+2. Images are sampled from the CFG-guided distribution, but log π, log π_ref, the KL and the logged
+   entropy use the CONDITIONAL-only logits at temperature 1 (STAGE spec §1.5, GCPO §2.4, AR-GRPO §2.3).
+   `--guided-logprobs` scores under the guided sampling distribution instead.
+3. std is the unbiased estimator and ε = 1e-4 (the releases); the papers write no ε.
+4. Every image has T tokens, so the token mean equals Eq. 3's 1/G Σ_i 1/|o_i| Σ_t.
+STAGE choices (the default is the paper; stage.md §8 lists how the release differs from it):
+5. Sim as in the release (the paper is silent): cos(i,i) := 0, i ∈ Opp(i) iff A_i = 0. Reward std ≤ 1e-6 gives
+   A ≡ 0, an empty Opp gives Sim := 1: no NaN. Not reproduced: the release's Sim ≡ 1 (β' = β) in all-equal groups
+   when the entropy reward is off (M·A = 0 there either way).
+6. --release-mask-normalisation: Σ M·A·ρ / (ΣM + 1e-6) per group (= per GPU in the release, averaged over GPUs);
+   --release-entropy-centring: λ·top·(R_ent − mean_top R_ent), a no-op when the top sample is unique.
+7. Entropies use the log-probs' distribution, π_θ's before the update; the entropy reward builds π_ref even when
+   β = 0. Constant LR (release: linear decay). The release's gradient accumulation 2 is --prompts-per-step 16.
+
+Run:
+    python stage.py                                          # STAGE on the ShapeWorld toy, CPU, minutes
+    python stage.py --help                                   # Table 4 switches, release flags, --preset
+    torchrun --standalone --nproc_per_node=2 stage.py        # gloo on CPU, nccl on GPUs
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+import tyro
+from tqdm import tqdm
+
+from common.evaluation import geneval_eval
+from common.models import MODELS, load_model
+from common.prompts import load_prompts
+from common.sampling import cond_repeat, sample, score
+from common.utils import Logger, make_generator, rollout_noise, save_checkpoint, save_image_grid, seed_everything
+from rewards import check_reward, get_reward
+
+
+@dataclass
+class Args:
+    # Experiment
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of this run; outputs go to <out_dir>/<exp_name>_s<seed>"""
+    seed: int = 0
+    """seed of the initialisation, prompt order and rollout noise"""
+    out_dir: str = "runs"
+    """where metrics.jsonl, TensorBoard events, grids and checkpoints are written"""
+    device: str = "auto"
+    """'auto' (cuda if available, else cpu), 'cpu' or 'cuda'"""
+    image_every: int = 50
+    """save a captioned grid of rollouts every N steps (0 = never)"""
+    save_every: int = 0
+    """save a checkpoint every N steps (0 = only at the end)"""
+    # Model and data
+    model: str = "toy"
+    """backend name ('toy' = shipped ShapeWorld model, 'tiny' = random test model) or a weights directory"""
+    dtype: str = "float32"
+    """policy dtype: float32 or bfloat16"""
+    prompts: str = "data/shapeworld/train.jsonl"
+    """training prompts: .jsonl (GenEval metadata per line) or .txt (one prompt per line)"""
+    reward: str = "geneval"
+    """reward name (see rewards/__init__.py)"""
+    eval_prompts: str = "data/shapeworld/eval.jsonl"
+    """held-out GenEval-format prompts scored before and after training ('' = no evaluation)"""
+    eval_samples: int = 8
+    """images per held-out prompt in the before/after evaluation (0 = no evaluation)"""
+    # Sampling
+    cfg_scale: float = 3.0
+    """classifier-free guidance scale s: l_u + s·(l_c − l_u)"""
+    temperature: float = 1.0
+    """sampling temperature"""
+    top_k: int = 0
+    """keep the k most likely tokens (0 = all)"""
+    top_p: float = 1.0
+    """nucleus sampling threshold (1 = off)"""
+    sample_chunk: int = 0
+    """rows sampled at once (0 = the whole batch); bounds sampling memory"""
+    # GRPO
+    num_steps: int = 100
+    """optimizer steps"""
+    prompts_per_step: int = 8
+    """P: prompts per step over all ranks (each rank takes P / world_size whole groups)"""
+    group_size: int = 8
+    """G: images sampled per prompt"""
+    num_inner_epochs: int = 1
+    """μ: policy updates per rollout batch (1 = on-policy, ratio ≡ 1, as every release)"""
+    clip_eps: float = 0.2
+    """PPO clip range ε_c of the ratio (inactive when μ = 1)"""
+    beta: float = 0.01
+    """β: weight of the k3 KL to the frozen reference (0 = no reference model)"""
+    adv_eps: float = 1e-4
+    """ε added to the group std of the rewards"""
+    guided_logprobs: bool = False
+    """score log-probs under the CFG-guided sampling distribution instead of conditional-only"""
+    # Optimisation
+    lr: float = 5e-5
+    """AdamW learning rate"""
+    weight_decay: float = 0.0
+    """AdamW weight decay"""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas"""
+    max_grad_norm: float = 1.0
+    """gradient clipping norm"""
+    micro_batch_size: int = 0
+    """images per forward/backward in the update (0 = the whole rank batch); gradients accumulate"""
+    # STAGE-specific
+    preset: Literal["toy", "geneval", "hps_mix", "ocr"] = "toy"
+    """paper hyperparameters (App. B.1, PRESETS) for the fields left at their defaults"""
+    reweight: bool = True
+    """similarity-aware advantage reweighting Ã = M·A (Eqs. 5–8)"""
+    kl_reweight: bool = True
+    """similarity-aware KL weight β' = (0.5 + 0.5·clip(Sim + 1, 0, 1))·β"""
+    entropy_reward: bool = True
+    """entropy reward λ·R_ent for the top-reward samples (Eqs. 9–12; the paper's GenEval setting)"""
+    wo_kl: bool = False
+    """Table 4 "w/o KL": drop the KL term of groups whose task rewards are all equal"""
+    release_mask_normalisation: bool = False
+    """release: policy term Σ M·A·ρ / (ΣM + 1e-6) per group instead of the token mean of M·A·ρ"""
+    release_entropy_centring: bool = False
+    """release: entropy bonus centred over the tied top samples, λ·(R_ent − mean_top R_ent)"""
+
+
+JANUS = dict(model="janus-pro-7b", cfg_scale=5.0, group_size=8, prompts_per_step=8, num_steps=1600)
+PRESETS = {"toy": {}, "geneval": dict(JANUS, reward="geneval", lr=5e-6, beta=0.03, entropy_reward=True),
+           "hps_mix": dict(JANUS, reward="hps_git_gdino", lr=1e-6, beta=0.01, entropy_reward=False,
+                           prompts_per_step=16),  # the release's 8 prompts x gradient accumulation 2
+           "ocr": dict(JANUS, reward="ocr", lr=1e-6, beta=0.01, entropy_reward=False)}
+
+
+def fail(msg: str):
+    sys.exit(f"error: {msg}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# ALGO LOGIC: the maths, as small pure functions
+
+
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Eq. 2: A = (R − mean_g R) / (std_g R + ε). rewards (P, G) -> advantages (P, G).
+    std is unbiased (divisor G − 1), as in the releases. A group with std ≤ 1e-6 gets A = 0 exactly."""
+    mean = rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, keepdim=True)  # unbiased
+    return torch.where(std > 1e-6, (rewards - mean) / (std + eps), torch.zeros_like(rewards))
+
+
+def similarity(q: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """Eqs. 5–6. q (P, G, T, C), adv (P, G) -> Sim (P, G, T): mean cosine to the same group's j with A_i·A_j ≤ 0.
+    cos(i, i) := 0 (i counts in its own set iff A_i = 0); an empty set gives Sim := 1."""
+    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    cos = torch.einsum("pitc,pjtc->pijt", q, q)  # (P, G, G, T)
+    cos = cos * (1 - torch.eye(q.shape[1], dtype=q.dtype, device=q.device))[..., None]  # cos(i, i) := 0
+    opp = (adv[:, :, None] * adv[:, None, :] <= 0).to(q.dtype)  # (P, G, G)
+    num, den = (cos * opp[..., None]).sum(2), opp.sum(2)[..., None]  # (P, G, T), (P, G, 1)
+    return torch.where(den > 0, num / den.clamp_min(1), torch.ones_like(num))
+
+
+def advantage_mask(sim: torch.Tensor) -> torch.Tensor:
+    """Eq. 7: M = Norm(1 − Sim) = clip((1 − Sim)/2, 0, 1). (P, G, T) -> (P, G, T)."""
+    return ((1 - sim) / 2).clamp(0, 1)
+
+
+def kl_weight(sim: torch.Tensor, a: float = 0.5, b: float = 0.5) -> torch.Tensor:
+    """§3.2: β'/β = a + b·clip(Sim + 1, 0, 1) ∈ [0.5, 1]. (P, G, T) -> (P, G, T)."""
+    return a + b * (sim + 1).clamp(0, 1)
+
+
+def masked_advantages(adv: torch.Tensor, mask: torch.Tensor, release: bool = False) -> torch.Tensor:
+    """Eq. 8: Ã = M·A. adv (P, G), mask (P, G, T) -> (P, G, T). release: Ã = M·A·G·T / (Σ_group M + 1e-6), whose
+    token mean over a group is the release's Σ M·A / (ΣM + 1e-6)."""
+    a = adv[..., None] * mask
+    return a * mask[0].numel() / (mask.sum(dim=(1, 2), keepdim=True) + 1e-6) if release else a
+
+
+def entropy_reward(rewards, h_pol, h_ref, lam: float = 0.4, centred: bool = False) -> torch.Tensor:
+    """Eqs. 11–12: R' = R + λ·1[R = max_g R]·R_ent, R_ent = 1/(1 + (H_ref − H_θ)²); ties all count. All (P, G).
+    centred (release): R_ent minus its mean over the group's top samples."""
+    top = (rewards == rewards.max(dim=1, keepdim=True).values).to(rewards.dtype)
+    r_ent = 1 / (1 + (h_ref - h_pol) ** 2)
+    if centred:
+        r_ent = r_ent - (r_ent * top).sum(1, keepdim=True) / top.sum(1, keepdim=True)
+    return rewards + lam * top * r_ent
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """k3 estimator of KL(π_θ ‖ π_ref) per token: exp(Δ) − Δ − 1 with Δ = log π_ref − log π_θ. (B, T), ≥ 0."""
+    delta = ref_logp - logp
+    return torch.exp(delta) - delta - 1
+
+
+def grpo_loss(logp, old_logp, ref_logp, adv, clip_eps: float, beta: float, kl_w=None):
+    """Eq. 3 (token mean of the clipped surrogate plus β·k3).
+    logp, old_logp, ref_logp (B, T) (ref_logp None when β = 0); adv (B,) or Ã (B, T); kl_w β'/β (B, T) or None."""
+    ratio = torch.exp(logp - old_logp)  # (B, T); ≡ 1 on-policy
+    a = adv if adv.dim() == 2 else adv[:, None]
+    pg = torch.maximum(-a * ratio, -a * ratio.clamp(1 - clip_eps, 1 + clip_eps))  # (B, T)
+    per_token = pg
+    kl = torch.zeros_like(logp)
+    if beta > 0:
+        kl = kl_k3(logp, ref_logp)
+        per_token = pg + beta * (kl if kl_w is None else kl_w * kl)
+    with torch.no_grad():
+        clipfrac = ((ratio - 1).abs() > clip_eps).float().mean()
+    return per_token.mean(), {"kl": kl.mean().detach(), "clipfrac": clipfrac}
+
+
+# ---------------------------------------------------------------------------------------------------
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    args = replace(args, **{k: v for k, v in PRESETS[args.preset].items() if getattr(args, k) == getattr(Args, k)})
+
+    # TRY NOT TO MODIFY: distributed setup (nanoGPT style; plain `python` runs as one process)
+    ddp = int(os.environ.get("RANK", -1)) != -1
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    if ddp:
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        device = torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}" if use_cuda else "cpu")
+        if use_cuda:
+            torch.cuda.set_device(device)
+    else:
+        rank, world_size = 0, 1
+        device = torch.device("cuda" if use_cuda else "cpu")
+    master = rank == 0
+
+    # Bad input fails here, in one line, before any model is built.
+    if args.model not in MODELS and not os.path.isdir(args.model):
+        fail(f"unknown model {args.model!r}; known: {', '.join(MODELS)} or a weights directory")
+    if args.group_size < 2:
+        fail(f"--group-size must be >= 2 (advantages compare samples within a group), got {args.group_size}")
+    if args.prompts_per_step % world_size:
+        fail(f"--prompts-per-step {args.prompts_per_step} is not divisible by world size {world_size}")
+    if args.dtype not in ("float32", "bfloat16"):
+        fail(f"--dtype must be float32 or bfloat16, got {args.dtype!r}")
+    try:
+        train_prompts = load_prompts(args.prompts)
+        eval_prompts = load_prompts(args.eval_prompts) if args.eval_prompts and args.eval_samples > 0 else []
+        check_reward(args.reward, train_prompts)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    P_rank = args.prompts_per_step // world_size  # whole groups per rank: advantages need no communication
+    B_rank = P_rank * args.group_size  # images per rank per step
+    mb = args.micro_batch_size or B_rank
+    if B_rank % mb:
+        fail(f"--micro-batch-size {mb} must divide the {B_rank} images per rank")
+    run_dir = os.path.join(args.out_dir, f"{args.exp_name}_s{args.seed}")
+
+    # TRY NOT TO MODIFY: seeding (same init on every rank, seed + rank for rollouts)
+    seed_everything(args.seed)
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+    bk = load_model(args.model, device, dtype)
+    policy = bk.policy
+    ref = copy.deepcopy(policy).requires_grad_(False) if args.beta > 0 or args.entropy_reward else None
+    reward_fn = get_reward(args.reward, device=device)
+    model = torch.nn.parallel.DistributedDataParallel(policy) if ddp else policy
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, betas=args.adam_betas, weight_decay=args.weight_decay)
+    order_gen = make_generator(args.seed)  # prompt order: identical on every rank
+    logger = Logger(run_dir, vars(args), enabled=master)
+    if master:
+        print(f"{len(train_prompts)} prompts | {world_size} rank(s) x {P_rank} prompts x G={args.group_size} "
+              f"= {B_rank * world_size} images/step | {bk.num_tokens} tokens/image | "
+              f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable params | out: {run_dir}")
+
+    def evaluate(tag: str):
+        if not eval_prompts:
+            return None
+        if master:
+            summary, images, captions = geneval_eval(bk, eval_prompts, args.eval_samples, cfg_scale=args.cfg_scale,
+                                                     temperature=args.temperature, top_k=args.top_k,
+                                                     top_p=args.top_p)
+            save_image_grid(images[:64], captions[:64], os.path.join(run_dir, f"eval_{tag}.png"))
+            print(f"held-out strict GenEval ({tag}): " + " | ".join(f"{k} {v:.3f}" for k, v in summary.items()))
+        if ddp:
+            dist.barrier()
+        return summary if master else None
+
+    before = evaluate("before")
+    perm, cursor = torch.randperm(len(train_prompts), generator=order_gen), 0
+    sample_kw = dict(cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    score_kw = sample_kw if args.guided_logprobs else {}
+    for step in tqdm(range(1, args.num_steps + 1), disable=not master, desc=args.exp_name):
+        t0 = time.time()
+        # the next P prompts of a shuffled epoch; rank r takes its contiguous share
+        if cursor + args.prompts_per_step > len(perm):
+            perm, cursor = torch.randperm(len(train_prompts), generator=order_gen), 0
+        group_ids = list(range(cursor + rank * P_rank, cursor + (rank + 1) * P_rank))  # global group indices
+        idx = perm[group_ids[0] : group_ids[-1] + 1]
+        cursor += args.prompts_per_step
+        batch = [train_prompts[i] for i in idx.tolist()]
+
+        # ALGO LOGIC: rollout. Each prompt's group of G images is sampled on this rank.
+        texts = [m["prompt"] for m in batch for _ in range(args.group_size)]  # B_rank prompts, grouped
+        metas = [m for m in batch for _ in range(args.group_size)]
+        cond = cond_repeat(bk.cond([m["prompt"] for m in batch]), args.group_size)
+        uncond = bk.uncond(cond)
+        noise = rollout_noise(args.seed, step, group_ids, args.group_size, bk.num_tokens)  # (B, T) uniforms
+        tokens, _, sample_entropy = sample(policy, cond, uncond, bk.num_tokens, noise=noise,
+                                           chunk_size=args.sample_chunk, **sample_kw)  # (B, T)
+        images = bk.decode(tokens)  # (B, 3, H, W)
+        t1 = time.time()
+
+        # ALGO LOGIC: rewards (STAGE's advantages need the entropies: in the update below)
+        rewards = reward_fn(images, texts, metas).float().to(device)  # (B,)
+        zero_std = (rewards.view(P_rank, args.group_size).std(dim=1) < 1e-6).float().mean()
+        t2 = time.time()
+
+        # ALGO LOGIC: policy update (μ epochs over micro-batches; one optimizer step per epoch)
+        slices = [slice(i, i + mb) for i in range(0, B_rank, mb)]
+        cond_mb = [{k: v[s] for k, v in cond.items()} for s in slices]
+        uncond_mb = [{k: v[s] for k, v in uncond.items()} if args.guided_logprobs else None for s in slices]
+        with torch.no_grad():
+            old_logp = ref_logp = None  # (B, T)
+            if args.num_inner_epochs > 1:
+                old_logp = torch.cat([score(policy, c, tokens[s], u, **score_kw)[0]
+                                      for c, u, s in zip(cond_mb, uncond_mb, slices)])
+            if ref is not None:
+                ref_logp, h_ref = [torch.cat(x) for x in zip(*[score(ref, c, tokens[s], u, **score_kw)
+                                                               for c, u, s in zip(cond_mb, uncond_mb, slices)])]
+            # STAGE: entropy reward (Eqs. 9–12), advantages (Eq. 2), Sim (Eqs. 5–6), M and Ã (Eqs. 7–8), β'/β
+            G, T, R = args.group_size, bk.num_tokens, rewards.view(P_rank, args.group_size)
+            if args.entropy_reward:  # H(o) (Eq. 10) under π_ref (above) and under π_θ before the update
+                h_pol = torch.cat([score(policy, c, tokens[s], u, **score_kw)[1]
+                                   for c, u, s in zip(cond_mb, uncond_mb, slices)])  # (B, T)
+                R = entropy_reward(R, h_pol.mean(1).view(P_rank, G), h_ref.mean(1).view(P_rank, G),
+                                   centred=args.release_entropy_centring)
+            adv = group_advantages(R, args.adv_eps)  # (P, G)
+            sim = similarity(bk.codebook(tokens).float().view(P_rank, G, T, -1), adv)  # (P, G, T)
+            mask = advantage_mask(sim) if args.reweight else torch.ones_like(sim)
+            kl_w = kl_weight(sim) if args.kl_reweight else torch.ones_like(sim)
+            if args.wo_kl:  # Table 4 "w/o KL": no KL term in groups whose task rewards are all equal
+                kl_w = kl_w * (rewards.view(P_rank, G).std(dim=1) > 1e-6)[:, None, None]
+            adv = masked_advantages(adv, mask, args.release_mask_normalisation).view(B_rank, T)  # Ã (B, T)
+            kl_w = kl_w.view(B_rank, T)  # β'/β (B, T)
+        stats = {"loss": 0.0, "kl": 0.0, "clipfrac": 0.0, "entropy": 0.0}
+        for epoch in range(args.num_inner_epochs):
+            for j, s in enumerate(slices):
+                # Gradients are all-reduced once per optimizer step: no_sync on every micro-batch but the
+                # last, around BOTH forward and backward (DDP decides at forward time whether to sync).
+                ctx = model.no_sync() if ddp and j < len(slices) - 1 else contextlib.nullcontext()
+                with ctx:
+                    logp, ent = score(model, cond_mb[j], tokens[s], uncond_mb[j], **score_kw)  # (mb, T)
+                    old = old_logp[s] if old_logp is not None else logp.detach()
+                    loss, st = grpo_loss(logp, old, ref_logp[s] if ref is not None else None, adv[s],
+                                         args.clip_eps, args.beta, kl_w[s])
+                    (loss * mb / B_rank).backward()
+                w = mb / B_rank / args.num_inner_epochs
+                stats["loss"] += loss.item() * w
+                stats["kl"] += st["kl"].item() * w
+                stats["clipfrac"] += st["clipfrac"].item() * w
+                stats["entropy"] += ent.mean().item() * w
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+            if not torch.isfinite(grad_norm):
+                fail(f"non-finite gradient norm at step {step}; lower --lr or check the reward")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        t3 = time.time()
+
+        # TRY NOT TO MODIFY: logging (metrics averaged over ranks)
+        metrics = {
+            "charts/reward_mean": rewards.mean().item(), "charts/reward_std": rewards.std().item(),
+            "charts/frac_zero_std_groups": zero_std.item(), "losses/policy_loss": stats["loss"],
+            "losses/kl": stats["kl"], "losses/clipfrac": stats["clipfrac"], "losses/entropy": stats["entropy"],
+            "losses/sample_entropy": sample_entropy.mean().item(), "losses/grad_norm": grad_norm.item(),
+            "perf/images_per_sec": B_rank * world_size / (t3 - t0), "perf/sample_s": t1 - t0,
+            "perf/reward_s": t2 - t1, "perf/update_s": t3 - t2,
+            "stage/mask_mean": mask.mean().item(), "stage/kl_weight_mean": kl_w.mean().item(),
+            "stage/frac_entropy_bonus": (R != rewards.view(P_rank, G)).float().mean().item(),
+        }
+        if ddp:
+            vec = torch.tensor(list(metrics.values()), device=device)
+            dist.all_reduce(vec, op=dist.ReduceOp.SUM)
+            metrics = {k: v / world_size for k, v in zip(metrics, vec.tolist())}
+            metrics["perf/images_per_sec"] *= world_size
+        metrics["perf/peak_mem_gb"] = (torch.cuda.max_memory_allocated() if use_cuda else
+                                       resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**30
+        logger.log(step, metrics)
+        if master and args.image_every and step % args.image_every == 0:
+            caps = [f"{r:.2f} {t}" for r, t in zip(rewards.tolist(), texts)]
+            save_image_grid(images[:32].float().cpu(), caps[:32], os.path.join(run_dir, f"rollouts_{step:05d}.png"))
+        if master and args.save_every and step % args.save_every == 0:
+            save_checkpoint(os.path.join(run_dir, "checkpoint"), policy, args, step, metrics)
+
+    if ddp:  # sanity check: DDP keeps the parameters of every rank identical
+        flat = torch.cat([p.detach().flatten() for p in policy.parameters()])
+        flat0 = flat.clone()
+        dist.broadcast(flat0, src=0)
+        if not torch.equal(flat, flat0):
+            fail(f"rank {rank} parameters differ from rank 0")
+        if master:
+            print(f"parameters identical on all {world_size} ranks")
+    if master:
+        save_checkpoint(os.path.join(run_dir, "checkpoint"), policy, args, args.num_steps)
+    after = evaluate("after")
+    if master and before is not None:
+        print(f"held-out strict GenEval overall: before {before['overall']:.3f} -> after {after['overall']:.3f}")
+    logger.close()
+    if ddp:
+        dist.destroy_process_group()
