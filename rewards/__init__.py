@@ -9,6 +9,7 @@ REWARDS = {
     "color": "rewards.color:ColorFraction",
     "geneval": "rewards.geneval:make_geneval",
     "geneval_strict": "rewards.geneval:make_geneval_strict",
+    "ocr": "rewards.ocr:make_ocr",
 }
 
 
