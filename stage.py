@@ -129,7 +129,7 @@ class Args:
     """images per forward/backward in the update (0 = the whole rank batch); gradients accumulate"""
     # STAGE-specific
     preset: Literal["toy", "geneval", "hps_mix", "ocr"] = "toy"
-    """paper hyperparameters (App. B.1, PRESETS) for the fields left at their defaults"""
+    """paper hyperparameters (App. B.1, PRESETS); flags given explicitly still win"""
     reweight: bool = True
     """similarity-aware advantage reweighting Ã = M·A (Eqs. 5–8)"""
     kl_reweight: bool = True
@@ -230,7 +230,8 @@ def grpo_loss(logp, old_logp, ref_logp, adv, clip_eps: float, beta: float, kl_w=
 # ---------------------------------------------------------------------------------------------------
 if __name__ == "__main__":
     args = tyro.cli(Args)
-    args = replace(args, **{k: v for k, v in PRESETS[args.preset].items() if getattr(args, k) == getattr(Args, k)})
+    if args.preset != "toy":  # parse again with the preset's values as defaults, so explicit flags still win
+        args = tyro.cli(Args, default=replace(Args(), **PRESETS[args.preset]))
 
     # TRY NOT TO MODIFY: distributed setup (nanoGPT style; plain `python` runs as one process)
     ddp = int(os.environ.get("RANK", -1)) != -1
