@@ -1,7 +1,7 @@
 """Held-out GenEval-style evaluation: N samples per prompt with fixed seeds, scored by the strict rules.
 
     python evaluate.py                                # the shipped toy model on ShapeWorld's held-out prompts
-    python evaluate.py --model runs/grpo_vanilla_s0/checkpoint --n 8
+    python evaluate.py --checkpoint runs/grpo_vanilla_s0 --n 8   # a run's latest checkpoint
 
 Prints GenEval's per-tag table and the overall score (the mean of the tag scores) and saves a grid.
 """
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import tyro
 
+from common import checkpoint
 from common.evaluation import geneval_eval
 from common.models import load_model, load_policy_checkpoint
 from common.prompts import load_prompts
@@ -24,7 +25,7 @@ class Args:
     model: str = "toy"
     """backend name or weights directory"""
     checkpoint: str = ""
-    """a run's checkpoint directory (policy.safetensors) to load into the backend ('' = base model)"""
+    """a run directory, its checkpoints/ or one checkpoints/step_* directory ('' = the base model)"""
     prompts: str = "data/shapeworld/eval.jsonl"
     """GenEval-format evaluation prompts (.jsonl)"""
     n: int = 4
@@ -47,7 +48,7 @@ if __name__ == "__main__":
         metas = load_prompts(args.prompts)
         bk = load_model(args.model, args.device)
         if args.checkpoint:
-            load_policy_checkpoint(bk, args.checkpoint)
+            load_policy_checkpoint(bk, checkpoint.resolve(args.checkpoint))
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     summary, images, captions = geneval_eval(bk, metas, args.n, args.seed, args.cfg_scale, args.temperature)

@@ -13,20 +13,64 @@ REWARDS = {
 }
 
 
+def _spec(name: str) -> str:
+    """A registered name, or 'module:factory' naming your own reward factory (importable module)."""
+    if name in REWARDS:
+        return REWARDS[name]
+    if ":" in name:
+        return name
+    raise ValueError(f"unknown reward {name!r}; known: {', '.join(REWARDS)}, or 'module:factory' for your own")
+
+
 def check_reward_name(name: str):
-    if name not in REWARDS:
-        raise ValueError(f"unknown reward {name!r}; known: {', '.join(REWARDS)}")
+    module, factory = _spec(name).split(":")
+    try:
+        found = hasattr(importlib.import_module(module), factory)
+    except ImportError as e:
+        raise ValueError(f"reward {name!r}: cannot import module {module!r} ({e})") from None
+    if not found:
+        raise ValueError(f"reward {name!r}: module {module!r} has no {factory!r}")
 
 
 def get_reward(name: str, device="cpu"):
     check_reward_name(name)
-    module, factory = REWARDS[name].split(":")
+    module, factory = _spec(name).split(":")
     return getattr(importlib.import_module(module), factory)(device=device)
 
 
 def check_reward(name: str, metadata: list[dict]):
     """Fail early: unknown name, or prompts this reward cannot score (the reward module's `validate`)."""
     check_reward_name(name)
-    module = importlib.import_module(REWARDS[name].split(":")[0])
+    module = importlib.import_module(_spec(name).split(":")[0])
     if hasattr(module, "validate"):
         module.validate(metadata)
+
+
+class RewardError(RuntimeError):
+    """A reward raised, or returned a wrong shape or a non-finite value; the message names the prompt."""
+
+
+def compute_rewards(reward_fn, name: str, images, prompts: list[str], metadata: list[dict]):
+    """reward_fn(images, prompts, metadata) checked: -> FloatTensor (B,) of finite values, or RewardError.
+    When the batch call raises, the images are scored one at a time to name the first failing prompt."""
+    import torch
+
+    try:
+        r = reward_fn(images, prompts, metadata)
+    except Exception as e:
+        culprit = prompts[0]
+        for i in range(len(prompts)):
+            try:
+                reward_fn(images[i : i + 1], prompts[i : i + 1], metadata[i : i + 1])
+            except Exception:
+                culprit = prompts[i]
+                break
+        raise RewardError(f"reward {name!r} raised {type(e).__name__}: {e} (prompt {culprit!r})") from e
+    r = torch.as_tensor(r).float().reshape(-1)
+    if r.numel() != len(prompts):
+        raise RewardError(f"reward {name!r} returned {r.numel()} values for {len(prompts)} images")
+    bad = (~torch.isfinite(r)).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise RewardError(f"reward {name!r} returned {r[i].item()} for prompt {prompts[i]!r}")
+    return r

@@ -26,7 +26,9 @@ def run(cmd, tmp_path, check=True):
 def policy(tmp_path, name):
     from common.utils import load_safetensors
 
-    return load_safetensors(os.path.join(tmp_path, f"{name}_s0", "checkpoint", "policy.safetensors"))
+    from common.checkpoint import resolve
+
+    return load_safetensors(os.path.join(resolve(os.path.join(tmp_path, f"{name}_s0")), "policy.safetensors"))
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -39,7 +41,7 @@ def test_smoke(script, tmp_path):
                 "perf/peak_mem_gb", "charts/frac_zero_std_groups"):
         assert all(torch.isfinite(torch.tensor(r[key])) for r in rows), key
     assert (tmp_path / f"{name}_s0" / "rollouts_00002.png").exists()
-    assert (tmp_path / f"{name}_s0" / "checkpoint" / "state.json").exists()
+    assert (tmp_path / f"{name}_s0" / "checkpoints" / "step_000002" / "state.json").exists()
 
 
 @pytest.mark.slow

@@ -1,0 +1,156 @@
+"""Resumable training checkpoints, written atomically, the same for one process, DDP and FSDP2.
+
+Layout of a run directory:
+
+    checkpoints/step_000100/policy.safetensors   full (unsharded) policy weights: what evaluate.py loads
+    checkpoints/step_000100/optimizer.pt         full optimizer state, keyed by parameter name
+    checkpoints/step_000100/trainer.pt           step, LR scheduler, prompt order, RNG states of every rank
+    checkpoints/step_000100/state.json           step, arguments and metrics, for humans
+    checkpoints/latest                           the name of the newest COMPLETE step directory
+
+A checkpoint is written into `step_000100.tmp-<pid>/` and renamed into place only when every file is
+on disk; `latest` is then replaced atomically. A run killed while saving leaves at worst a `.tmp-*`
+directory, never a corrupt `latest`. Only the newest `keep_last` step directories are kept.
+
+Saving and loading are collective under torch.distributed (FSDP2 gathers the shards): call them on
+every rank. Rank 0 writes; every rank reads (a shared filesystem, as torchrun jobs usually have).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from common.utils import _atomic, load_safetensors, save_safetensors
+
+FILES = ("policy.safetensors", "optimizer.pt", "trainer.pt", "state.json")
+
+
+def _world():
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _reshard(policy):
+    """FSDP2 keeps the root module gathered after a forward; state dicts are built from the shards."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(policy, FSDPModule):
+        policy.reshard()
+
+
+def rng_state() -> dict:
+    """This process's RNG states as plain Python values and tensors (safe for torch.load(weights_only=True))."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict):
+    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(root: str, step: int, policy: torch.nn.Module, optimizer, scheduler, train_state: dict, args,
+         metrics: dict | None = None, keep_last: int = 2) -> str:
+    """Write checkpoint `step` under `root` (collective). policy: the module the optimizer was built on
+    (plain, DDP-wrapped or fully_shard-ed). train_state: small picklable values (prompt order, ...).
+    -> the checkpoint directory."""
+    rank, world = _world()
+    _reshard(policy)
+    full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_sd = get_model_state_dict(policy, options=full)  # rank 0 holds everything under FSDP2
+    optim_sd = get_optimizer_state_dict(policy, optimizer, options=full)
+    rngs = [None] * world
+    if world > 1:
+        dist.all_gather_object(rngs, rng_state())
+    else:
+        rngs = [rng_state()]
+    name = f"step_{step:06d}"
+    final = os.path.join(root, name)
+    if rank == 0:
+        tmp = os.path.join(root, f"{name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        save_safetensors(model_sd, os.path.join(tmp, "policy.safetensors"))
+        torch.save(optim_sd, os.path.join(tmp, "optimizer.pt"))
+        torch.save({"step": step, "world_size": world, "rng": rngs, **train_state,
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None},
+                   os.path.join(tmp, "trainer.pt"))
+        info = {"step": step, "args": dict(vars(args)), "metrics": metrics or {}}
+        with open(os.path.join(tmp, "state.json"), "w") as f:
+            json.dump(info, f, indent=1, default=str)
+        if os.path.isdir(final):  # re-saving a step (e.g. after a resume): replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)  # the checkpoint exists only once it is complete
+        _atomic(os.path.join(root, "latest"), lambda p: open(p, "w").write(name + "\n"))
+        _prune(root, keep_last, keep=name)
+    if world > 1:
+        dist.barrier()
+    return final
+
+
+def _prune(root: str, keep_last: int, keep: str):
+    """Remove all but the newest keep_last complete checkpoints, and leftovers of interrupted saves."""
+    entries = sorted(os.listdir(root))
+    done = [e for e in entries if e.startswith("step_") and ".tmp" not in e]
+    for e in done[: max(len(done) - keep_last, 0)]:
+        if e != keep:
+            shutil.rmtree(os.path.join(root, e), ignore_errors=True)
+    for e in entries:
+        if ".tmp" in e and not e.endswith(f".tmp-{os.getpid()}"):
+            shutil.rmtree(os.path.join(root, e), ignore_errors=True)
+
+
+def resolve(path: str) -> str:
+    """A step directory, a checkpoints/ directory (-> its latest) or a run directory (-> its latest)
+    -> the complete step directory. Raises FileNotFoundError with a one-line message."""
+    for root in (path, os.path.join(path, "checkpoints")):
+        if os.path.isfile(os.path.join(root, "latest")):
+            with open(os.path.join(root, "latest")) as f:
+                path = os.path.join(root, f.read().strip())
+            break
+    missing = [f for f in FILES if not os.path.isfile(os.path.join(path, f))]
+    if missing:
+        raise FileNotFoundError(f"no complete checkpoint at {path} (missing {', '.join(missing)}); pass a "
+                                f"checkpoints/step_* directory, its checkpoints/ parent or the run directory")
+    return path
+
+
+def load(path: str, policy: torch.nn.Module, optimizer, scheduler) -> dict:
+    """Restore policy, optimizer, scheduler and this rank's RNG states from a checkpoint (collective).
+    -> the train_state dict given to `save`, plus "step"."""
+    path = resolve(path)
+    rank, world = _world()
+    _reshard(policy)
+    full = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(policy, load_safetensors(os.path.join(path, "policy.safetensors")), options=full)
+    optim_sd = torch.load(os.path.join(path, "optimizer.pt"), map_location="cpu", weights_only=True)
+    set_optimizer_state_dict(policy, optimizer, optim_sd, options=full)
+    state = torch.load(os.path.join(path, "trainer.pt"), map_location="cpu", weights_only=True)
+    if scheduler is not None and state["scheduler"] is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if state["world_size"] == world:
+        set_rng_state(state["rng"][rank])
+    elif rank == 0:
+        print(f"warning: checkpoint written by {state['world_size']} ranks, resuming on {world}: "
+              f"global RNG states not restored (rollouts are seeded per step and group, so they still match)")
+    return state
