@@ -218,10 +218,13 @@ if __name__ == "__main__":
     # TRY NOT TO MODIFY: seeding (same init on every rank, seed + rank for rollouts)
     seed_everything(args.seed)
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
-    bk = load_model(args.model, device, dtype)
+    try:  # missing weights or packages of the reward or the model: one line, before any training
+        bk = load_model(args.model, device, dtype)  # first: the seed alone fixes its initialisation
+        reward_fn = get_reward(args.reward, device=device)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError) as e:
+        fail(str(e))
     policy = bk.policy
     ref = copy.deepcopy(policy).requires_grad_(False) if args.beta > 0 else None
-    reward_fn = get_reward(args.reward, device=device)
     if args.activation_checkpointing:
         activation_checkpointing(policy)
     if fsdp:  # shard the policy and the reference: each rank holds 1/world_size of every block

@@ -42,6 +42,7 @@ import contextlib
 import copy
 import os
 import resource
+import signal
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -56,8 +57,10 @@ from common.evaluation import geneval_eval
 from common.models import MODELS, load_model
 from common.prompts import load_prompts
 from common.sampling import cond_repeat, sample, score
-from common.utils import Logger, make_generator, rollout_noise, save_checkpoint, save_image_grid, seed_everything
-from rewards import check_reward, get_reward
+from common import checkpoint
+from common.distributed import activation_checkpointing, gathered, shard
+from common.utils import Logger, make_generator, rollout_noise, save_image_grid, seed_everything
+from rewards import RewardError, check_reward, compute_rewards, get_reward
 
 
 @dataclass
@@ -74,7 +77,11 @@ class Args:
     image_every: int = 50
     """save a captioned grid of rollouts every N steps (0 = never)"""
     save_every: int = 0
-    """save a checkpoint every N steps (0 = only at the end)"""
+    """save a resumable checkpoint every N steps (0 = only at the end; SIGTERM/SIGINT also save one)"""
+    keep_last: int = 2
+    """keep the newest K checkpoints"""
+    resume: str = ""
+    """continue from a checkpoint: a checkpoints/step_* directory, its checkpoints/ parent or the run directory"""
     # Model and data
     model: str = "toy"
     """backend name ('toy' = shipped ShapeWorld model, 'tiny' = random test model) or a weights directory"""
@@ -83,7 +90,7 @@ class Args:
     prompts: str = "data/shapeworld/train.jsonl"
     """training prompts: .jsonl (GenEval metadata per line) or .txt (one prompt per line)"""
     reward: str = "geneval"
-    """reward name (see rewards/__init__.py)"""
+    """reward name (see rewards/__init__.py) or 'module:factory' for your own"""
     eval_prompts: str = "data/shapeworld/eval.jsonl"
     """held-out GenEval-format prompts scored before and after training ('' = no evaluation)"""
     eval_samples: int = 8
@@ -123,10 +130,17 @@ class Args:
     """AdamW weight decay"""
     adam_betas: tuple[float, float] = (0.9, 0.999)
     """AdamW betas"""
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    """learning rate: constant, or linear decay to 0 over num_steps (the releases' Trainer default)"""
     max_grad_norm: float = 1.0
     """gradient clipping norm"""
     micro_batch_size: int = 0
     """images per forward/backward in the update (0 = the whole rank batch); gradients accumulate"""
+    # Scale
+    dist: Literal["ddp", "fsdp2"] = "ddp"
+    """under torchrun: DDP (a full copy per rank) or FSDP2 (parameters, gradients, optimizer state sharded)"""
+    activation_checkpointing: bool = False
+    """recompute each transformer block's activations in the backward pass (less memory, slower update)"""
     # STAGE-specific
     preset: Literal["toy", "geneval", "hps_mix", "ocr"] = "toy"
     """paper hyperparameters (App. B.1, PRESETS); flags given explicitly still win"""
@@ -145,7 +159,7 @@ class Args:
 
 
 JANUS = dict(model="janus-pro-7b", cfg_scale=5.0, group_size=8, prompts_per_step=8, num_steps=1600)
-PRESETS = {"toy": {}, "geneval": dict(JANUS, reward="geneval", lr=5e-6, beta=0.03, entropy_reward=True),
+PRESETS = {"toy": {}, "geneval": dict(JANUS, reward="geneval_coco", lr=5e-6, beta=0.03, entropy_reward=True),
            "hps_mix": dict(JANUS, reward="hps_git_gdino", lr=1e-6, beta=0.01, entropy_reward=False,
                            prompts_per_step=16),  # the release's 8 prompts x gradient accumulation 2
            "ocr": dict(JANUS, reward="ocr", lr=1e-6, beta=0.01, entropy_reward=False)}
@@ -269,41 +283,82 @@ if __name__ == "__main__":
         fail(f"--micro-batch-size {mb} must divide the {B_rank} images per rank")
     run_dir = os.path.join(args.out_dir, f"{args.exp_name}_s{args.seed}")
 
+    if args.resume:
+        try:
+            args.resume = checkpoint.resolve(args.resume)
+        except FileNotFoundError as e:
+            fail(str(e))
+    fsdp = ddp and args.dist == "fsdp2"
+
     # TRY NOT TO MODIFY: seeding (same init on every rank, seed + rank for rollouts)
     seed_everything(args.seed)
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
-    bk = load_model(args.model, device, dtype)
+    try:  # missing weights or packages of the reward or the model: one line, before any training
+        bk = load_model(args.model, device, dtype)  # first: the seed alone fixes its initialisation
+        reward_fn = get_reward(args.reward, device=device)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError) as e:
+        fail(str(e))
     policy = bk.policy
     ref = copy.deepcopy(policy).requires_grad_(False) if args.beta > 0 or args.entropy_reward else None
-    reward_fn = get_reward(args.reward, device=device)
-    model = torch.nn.parallel.DistributedDataParallel(policy) if ddp else policy
+    if args.activation_checkpointing:
+        activation_checkpointing(policy)
+    if fsdp:  # shard the policy and the reference: each rank holds 1/world_size of every block
+        example = bk.cond([train_prompts[0]["prompt"]])
+        model = shard(policy, example, device, world_size)
+        ref = shard(ref, example, device, world_size) if ref is not None else None
+    else:
+        model = torch.nn.parallel.DistributedDataParallel(policy) if ddp else policy
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=args.adam_betas, weight_decay=args.weight_decay)
+    decay = (lambda i: 1 - i / args.num_steps) if args.lr_schedule == "linear" else (lambda i: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
     order_gen = make_generator(args.seed)  # prompt order: identical on every rank
+    perm, cursor, start_step = torch.randperm(len(train_prompts), generator=order_gen), 0, 0
+    ckpt_root, last_ckpt = os.path.join(run_dir, "checkpoints"), args.resume or None
+    if args.resume:  # policy, optimizer, scheduler, RNG of every rank, step and prompt order
+        state = checkpoint.load(args.resume, policy, optimizer, scheduler)
+        start_step, perm, cursor = state["step"], state["perm"], state["cursor"]
+        order_gen.set_state(state["order_gen"])
     logger = Logger(run_dir, vars(args), enabled=master)
     if master:
         print(f"{len(train_prompts)} prompts | {world_size} rank(s) x {P_rank} prompts x G={args.group_size} "
               f"= {B_rank * world_size} images/step | {bk.num_tokens} tokens/image | "
-              f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable params | out: {run_dir}")
+              f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable params | "
+              f"out: {run_dir}" + (f" | resumed at step {start_step}" if args.resume else ""))
+
+    def save(step: int, metrics: dict | None = None) -> str:
+        train_state = {"perm": perm, "cursor": cursor, "order_gen": order_gen.get_state()}
+        return checkpoint.save(ckpt_root, step, policy, optimizer, scheduler, train_state, args, metrics,
+                               args.keep_last)
 
     def evaluate(tag: str):
         if not eval_prompts:
             return None
-        if master:
-            summary, images, captions = geneval_eval(bk, eval_prompts, args.eval_samples, cfg_scale=args.cfg_scale,
-                                                     temperature=args.temperature, top_k=args.top_k,
-                                                     top_p=args.top_p)
-            save_image_grid(images[:64], captions[:64], os.path.join(run_dir, f"eval_{tag}.png"))
-            print(f"held-out strict GenEval ({tag}): " + " | ".join(f"{k} {v:.3f}" for k, v in summary.items()))
-        if ddp:
-            dist.barrier()
+        with gathered(model):  # FSDP2: whole parameters for the sampler on every rank
+            if master:
+                summary, images, captions = geneval_eval(bk, eval_prompts, args.eval_samples,
+                                                         cfg_scale=args.cfg_scale, temperature=args.temperature,
+                                                         top_k=args.top_k, top_p=args.top_p)
+                save_image_grid(images[:64], captions[:64], os.path.join(run_dir, f"eval_{tag}.png"))
+                print(f"held-out strict GenEval ({tag}): " + " | ".join(f"{k} {v:.3f}" for k, v in summary.items()))
+            if ddp:
+                dist.barrier()
         return summary if master else None
 
-    before = evaluate("before")
-    perm, cursor = torch.randperm(len(train_prompts), generator=order_gen), 0
+    # SIGTERM (schedulers' preemption) or Ctrl-C: finish the step, save a checkpoint, exit cleanly
+    stop_signal = []
+
+    def on_signal(signum, frame):
+        stop_signal.append(signum)
+        signal.signal(signum, signal.SIG_DFL)  # a second signal kills at once
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    before = evaluate("before") if not args.resume else None
     sample_kw = dict(cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     score_kw = sample_kw if args.guided_logprobs else {}
-    for step in tqdm(range(1, args.num_steps + 1), disable=not master, desc=args.exp_name):
+    for step in tqdm(range(start_step + 1, args.num_steps + 1), disable=not master, desc=args.exp_name):
         t0 = time.time()
         # the next P prompts of a shuffled epoch; rank r takes its contiguous share
         if cursor + args.prompts_per_step > len(perm):
@@ -317,15 +372,19 @@ if __name__ == "__main__":
         texts = [m["prompt"] for m in batch for _ in range(args.group_size)]  # B_rank prompts, grouped
         metas = [m for m in batch for _ in range(args.group_size)]
         cond = cond_repeat(bk.cond([m["prompt"] for m in batch]), args.group_size)
-        uncond = bk.uncond(cond)
         noise = rollout_noise(args.seed, step, group_ids, args.group_size, bk.num_tokens)  # (B, T) uniforms
-        tokens, _, sample_entropy = sample(policy, cond, uncond, bk.num_tokens, noise=noise,
-                                           chunk_size=args.sample_chunk, **sample_kw)  # (B, T)
+        with gathered(model):  # FSDP2: gather the shards once for the whole rollout (a no-op otherwise)
+            uncond = bk.uncond(cond)
+            tokens, _, sample_entropy = sample(policy, cond, uncond, bk.num_tokens, noise=noise,
+                                               chunk_size=args.sample_chunk, **sample_kw)  # (B, T)
         images = bk.decode(tokens)  # (B, 3, H, W)
         t1 = time.time()
 
         # ALGO LOGIC: rewards (STAGE's advantages need the entropies: in the update below)
-        rewards = reward_fn(images, texts, metas).float().to(device)  # (B,)
+        try:
+            rewards = compute_rewards(reward_fn, args.reward, images, texts, metas).to(device)  # (B,)
+        except RewardError as e:
+            fail(f"{e} at step {step}; last checkpoint: {last_ckpt or 'none'}")
         zero_std = (rewards.view(P_rank, args.group_size).std(dim=1) < 1e-6).float().mean()
         t2 = time.time()
 
@@ -359,9 +418,13 @@ if __name__ == "__main__":
         stats = {"loss": 0.0, "kl": 0.0, "clipfrac": 0.0, "entropy": 0.0}
         for epoch in range(args.num_inner_epochs):
             for j, s in enumerate(slices):
-                # Gradients are all-reduced once per optimizer step: no_sync on every micro-batch but the
-                # last, around BOTH forward and backward (DDP decides at forward time whether to sync).
-                ctx = model.no_sync() if ddp and j < len(slices) - 1 else contextlib.nullcontext()
+                # Gradients are reduced once per optimizer step, on the last micro-batch. DDP: no_sync around
+                # BOTH forward and backward of the others (DDP decides at forward time whether to sync).
+                # FSDP2: the same switch is a flag on the module.
+                last = j == len(slices) - 1
+                if fsdp:
+                    model.set_requires_gradient_sync(last)
+                ctx = model.no_sync() if ddp and not fsdp and not last else contextlib.nullcontext()
                 with ctx:
                     logp, ent = score(model, cond_mb[j], tokens[s], uncond_mb[j], **score_kw)  # (mb, T)
                     old = old_logp[s] if old_logp is not None else logp.detach()
@@ -374,10 +437,13 @@ if __name__ == "__main__":
                 stats["clipfrac"] += st["clipfrac"].item() * w
                 stats["entropy"] += ent.mean().item() * w
             grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
-            if not torch.isfinite(grad_norm):
-                fail(f"non-finite gradient norm at step {step}; lower --lr or check the reward")
+            grad_norm = grad_norm.full_tensor() if fsdp else grad_norm  # FSDP2: a sharded (DTensor) norm
+            if not (torch.isfinite(grad_norm) and all(torch.isfinite(torch.tensor(v)) for v in stats.values())):
+                fail(f"non-finite loss or gradient at step {step} (the update was not applied); last good "
+                     f"checkpoint: {last_ckpt or 'none'}; resume from it with a lower --lr")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
         t3 = time.time()
 
         # TRY NOT TO MODIFY: logging (metrics averaged over ranks)
@@ -387,7 +453,7 @@ if __name__ == "__main__":
             "losses/kl": stats["kl"], "losses/clipfrac": stats["clipfrac"], "losses/entropy": stats["entropy"],
             "losses/sample_entropy": sample_entropy.mean().item(), "losses/grad_norm": grad_norm.item(),
             "perf/images_per_sec": B_rank * world_size / (t3 - t0), "perf/sample_s": t1 - t0,
-            "perf/reward_s": t2 - t1, "perf/update_s": t3 - t2,
+            "perf/reward_s": t2 - t1, "perf/update_s": t3 - t2, "charts/lr": scheduler.get_last_lr()[0],
             "stage/mask_mean": mask.mean().item(), "stage/kl_weight_mean": kl_w.mean().item(),
             "stage/frac_entropy_bonus": (R != rewards.view(P_rank, G)).float().mean().item(),
         }
@@ -402,10 +468,20 @@ if __name__ == "__main__":
         if master and args.image_every and step % args.image_every == 0:
             caps = [f"{r:.2f} {t}" for r, t in zip(rewards.tolist(), texts)]
             save_image_grid(images[:32].float().cpu(), caps[:32], os.path.join(run_dir, f"rollouts_{step:05d}.png"))
-        if master and args.save_every and step % args.save_every == 0:
-            save_checkpoint(os.path.join(run_dir, "checkpoint"), policy, args, step, metrics)
+        stop = torch.tensor(float(bool(stop_signal)), device=device)
+        if ddp:  # every rank stops at the same step, even if only one received the signal
+            dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+        if stop.item() or step == args.num_steps or (args.save_every and step % args.save_every == 0):
+            last_ckpt = save(step, metrics)
+        if stop.item():
+            if master:
+                print(f"stopped by a signal after step {step}; continue with --resume {last_ckpt}")
+            logger.close()
+            if ddp:
+                dist.destroy_process_group()
+            sys.exit(0)
 
-    if ddp:  # sanity check: DDP keeps the parameters of every rank identical
+    if ddp and not fsdp:  # sanity check: DDP keeps the parameters of every rank identical
         flat = torch.cat([p.detach().flatten() for p in policy.parameters()])
         flat0 = flat.clone()
         dist.broadcast(flat0, src=0)
@@ -413,8 +489,6 @@ if __name__ == "__main__":
             fail(f"rank {rank} parameters differ from rank 0")
         if master:
             print(f"parameters identical on all {world_size} ranks")
-    if master:
-        save_checkpoint(os.path.join(run_dir, "checkpoint"), policy, args, args.num_steps)
     after = evaluate("after")
     if master and before is not None:
         print(f"held-out strict GenEval overall: before {before['overall']:.3f} -> after {after['overall']:.3f}")

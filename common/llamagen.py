@@ -11,10 +11,16 @@ Differences from the released LlamaGen code, all deliberate for RL:
 - the KV cache is an explicit object returned by `prefill` and passed to `decode`, never stored on the
   module, so no stale cache can leak from sampling into teacher-forced scoring;
 - `forward(cond, tokens)` is always the teacher-forced pass (no train/eval-mode switch).
+
+`load_official_gpt` / `load_official_vq` read the release's `.pt` files with strict key and shape checks
+(the release itself loads with strict=False, which would hide a mismatch).
 """
 from __future__ import annotations
 
+import argparse
 import math
+import os
+import pickle
 from dataclasses import dataclass, field
 
 import torch
@@ -105,12 +111,13 @@ def rope_2d_table(grid: int, head_dim: int, base: float, cls_token_num: int) -> 
     required for checkpoint compatibility (ar_grpo.md §1.3).
     """
     half = head_dim // 2
-    freqs = 1.0 / (base ** (torch.arange(0, half, 2)[: half // 2].float() / half))  # (d/4,)
-    t = torch.arange(grid, dtype=torch.float32)
+    cpu = torch.device("cpu")  # explicit, so a model built under `with torch.device("meta")` still gets a real table
+    freqs = 1.0 / (base ** (torch.arange(0, half, 2, device=cpu)[: half // 2].float() / half))  # (d/4,)
+    t = torch.arange(grid, dtype=torch.float32, device=cpu)
     f = torch.outer(t, freqs)  # (grid, d/4)
     f2d = torch.cat([f[:, None, :].expand(-1, grid, -1), f[None, :, :].expand(grid, -1, -1)], dim=-1)  # (g, g, d/2)
     table = torch.stack([torch.cos(f2d), torch.sin(f2d)], dim=-1).flatten(0, 1)  # (g², d/2, 2)
-    return torch.cat([torch.zeros(cls_token_num, half, 2), table])
+    return torch.cat([torch.zeros(cls_token_num, half, 2, device=cpu), table])
 
 
 class KVCache:
@@ -502,3 +509,92 @@ class VQModel(nn.Module):
         h, w = grid
         z = self.codebook_vectors(ids).view(ids.shape[0], h, w, -1).permute(0, 3, 1, 2)
         return self.decoder(self.post_quant_conv(z))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Official checkpoints (.pt files of the LlamaGen release)
+
+VQ_DOWNSAMPLE = 16  # VQ-16: one image token per 16x16 pixels
+
+
+def official_gpt_config(preset: str, model_type: str, image_size: int, **overrides) -> GPTConfig:
+    """GPTConfig of an official checkpoint: preset B/L/XL/XXL/3B, "c2i" (1 class token, 1000 classes) or
+    "t2i" (120 FLAN-T5-XL caption tokens of width 2048), block_size (image_size / 16)² (ar_grpo.md §1.1).
+    `overrides` replace any field (tests use it for tiny configurations)."""
+    if preset not in GPT_PRESETS:
+        raise ValueError(f"unknown GPT preset {preset!r}; known: {', '.join(GPT_PRESETS)}")
+    if model_type not in ("c2i", "t2i"):
+        raise ValueError(f"model_type must be 'c2i' or 't2i', got {model_type!r}")
+    grid = image_size // VQ_DOWNSAMPLE
+    base = dict(GPT_PRESETS[preset], block_size=grid * grid, model_type=model_type,
+                cls_token_num=1 if model_type == "c2i" else 120)
+    return GPTConfig(**{**base, **overrides})
+
+
+def read_official_state_dict(path: str, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The weights of a LlamaGen `.pt` file: the state dict under "model" (the release's GPT and VQ files),
+    else "module" or "state_dict", else the file itself when it is a bare state dict.
+
+    Loaded with `weights_only=True` (argparse.Namespace allowed: LlamaGen's training scripts save their
+    args next to the weights). `trust_pickle=True` lifts that restriction; use it only for files you trust.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"LlamaGen checkpoint not found: {path}")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RuntimeError(
+            f"{path}: safe (weights_only) loading refused it ({reason}); if you trust the file, "
+            f"set LLAMAGEN_TRUST_PICKLE=1 (or pass trust_pickle=True)"
+        ) from None
+    if isinstance(obj, dict):
+        for key in ("model", "module", "state_dict"):
+            if isinstance(obj.get(key), dict):
+                return obj[key]
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+    top = list(obj)[:6] if isinstance(obj, dict) else type(obj).__name__
+    raise ValueError(f"{path}: no 'model', 'module' or 'state_dict' entry holding the weights (found: {top})")
+
+
+def _few(keys: list[str], n: int = 4) -> str:
+    return ", ".join(keys[:n]) + (f", ... (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
+def load_state_dict_strict(module: nn.Module, sd: dict[str, torch.Tensor], source: str, what: str) -> nn.Module:
+    """Load `sd` into `module` with strict key AND shape matching, assigning the tensors (so `module` may
+    live on the meta device). Floating tensors are cast to the module's dtype. A mismatch raises ONE line
+    naming a few missing / unexpected / wrongly shaped keys."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(sd))
+    unexpected = sorted(set(sd) - set(expected))
+    wrong = [f"{k} {tuple(sd[k].shape)} vs {tuple(expected[k].shape)}" for k in sorted(set(sd) & set(expected))
+             if tuple(sd[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        parts = [f"{name} {len(ks)}: {_few(ks)}" for name, ks in
+                 (("missing", missing), ("unexpected", unexpected), ("wrong shape (file vs model)", wrong)) if ks]
+        raise ValueError(f"{source} does not match {what}: "
+                         + "; ".join(parts) + " (wrong model name/preset, or not a LlamaGen checkpoint?)")
+    sd = {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in sd.items()}
+    module.load_state_dict(sd, strict=True, assign=True)
+    return module
+
+
+def load_official_gpt(path: str, cfg: GPTConfig, trust_pickle: bool = False) -> GPT:
+    """GPT with the weights of an official LlamaGen `.pt` file (e.g. c2i_B_256.pt, t2i_XL_stage1_256.pt),
+    loaded strictly. Built on the meta device, so no time or memory goes into a throw-away initialisation."""
+    with torch.device("meta"):
+        gpt = GPT(cfg)
+    what = f"GPT-{cfg.model_type} (dim {cfg.dim}, {cfg.n_layer} layers, {cfg.cls_token_num} condition tokens)"
+    return load_state_dict_strict(gpt, read_official_state_dict(path, trust_pickle), path, what)
+
+
+def load_official_vq(path: str, cfg: VQConfig | None = None, trust_pickle: bool = False) -> VQModel:
+    """VQModel (VQ-16 by default) with the weights of vq_ds16_c2i.pt / vq_ds16_t2i.pt, loaded strictly."""
+    cfg = cfg or VQConfig()
+    with torch.device("meta"):
+        vq = VQModel(cfg)
+    what = f"VQ (codebook {cfg.codebook_size}x{cfg.codebook_embed_dim}, ch_mult {tuple(cfg.ch_mult)})"
+    return load_state_dict_strict(vq, read_official_state_dict(path, trust_pickle), path, what)

@@ -7,9 +7,13 @@
     uncond(cond)            the matching unconditional (CFG) condition dict
     codebook(ids)           (B, T) ids -> (B, T, C) VQ codebook vectors (L2-normalised)
     decode(ids)             (B, T) ids -> (B, 3, H, W) images in [0, 1]
+    reward_prompts(prompts) list[str] -> the text a reward model compares images with (the caption for
+                            t2i, "a photo of <class names>" for c2i, whose prompts are class ids like "207")
 
 `load_model(name)` builds one. Names: "tiny" (random weights, for tests), "toy" (the shipped ShapeWorld
-model). Later backends (Janus-Pro, official LlamaGen) plug in here without touching the scripts.
+model), "llamagen-c2i-b|l|xl" and "llamagen-t2i-xl" (the official LlamaGen .pt files in $LLAMAGEN_DIR,
+see load_llamagen), "janus-pro-1b|7b" or a transformers Janus directory (common/janus.py: transformers is
+imported only when one is built).
 """
 from __future__ import annotations
 
@@ -17,11 +21,12 @@ import json
 import os
 import re
 from dataclasses import asdict
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 
-from common.llamagen import GPT, GPTConfig, VQConfig, VQModel
+from common.llamagen import GPT, GPTConfig, VQConfig, VQModel, load_official_gpt, load_official_vq, official_gpt_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOY_DIR = os.path.join(REPO, "weights", "shapeworld")
@@ -60,14 +65,66 @@ class WordEncoder(nn.Module):
         x = x + self.mix(x.flatten(1)).view_as(x)
         return x * mask[..., None]
 
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The text-encoder interface of LlamaGenT2I: -> features (B, L, D), mask (B, L) bool."""
+        ids, mask = self.tokenize(prompts)
+        return self(ids, mask), mask
 
-class LlamaGenT2I:
-    """Text-to-image LlamaGen backend: frozen text encoder -> GPT policy -> frozen VQ decoder."""
 
-    def __init__(self, gpt: GPT, vq: VQModel, text: WordEncoder, image_size: int):
-        self.policy, self.vq, self.text = gpt, vq.eval().requires_grad_(False), text.eval().requires_grad_(False)
-        # The null caption is never reached by the conditional-only loss; keep it fixed during RL.
-        gpt.cls_embedding.uncond_embedding.requires_grad_(False)
+def left_pad(feats: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded features (B, L, D) with prefix mask (B, L) -> the valid rows moved to the END of the L
+    slots, padded slots zeroed, and the matching mask (LlamaGen's pre-training layout)."""
+    L = mask.shape[1]
+    src = torch.arange(L, device=mask.device)[None] - (L - mask.sum(1))[:, None]  # (B, L) source row
+    valid = src >= 0
+    out = feats.gather(1, src.clamp(min=0)[..., None].expand_as(feats))
+    return out * valid[..., None].to(feats.dtype), valid
+
+
+class T5CaptionEncoder(nn.Module):
+    """FLAN-T5 encoder features for text-to-image LlamaGen, behind WordEncoder's interface:
+    encode(prompts) -> features (B, max_len, d_model), mask (B, max_len) bool.
+
+    Captions are lower-cased with whitespace collapsed (the part of the DeepFloyd `clean_caption` routine,
+    which the release applies, that matters for plain captions), tokenised with EOS, truncated to max_len
+    (120), and encoded with the attention mask. Padding (ar_grpo.md §1.9 item 4, §4):
+    - default, LlamaGen's pre-training: valid features at the END of the slots, padded slots zero (left padding);
+    - right_pad=True, the AR-GRPO release: T5's right padding, padded slots keep their non-zero encoder outputs.
+    Padded slots are masked either way. `right_pad` is read at every call, so it can be flipped after loading.
+    """
+
+    def __init__(self, encoder: nn.Module, tokenizer, max_len: int = 120, right_pad: bool = False):
+        super().__init__()
+        self.encoder, self.tokenizer, self.max_len, self.right_pad = encoder, tokenizer, max_len, right_pad
+        self.tokenizer.padding_side = "right"
+
+    @staticmethod
+    def clean(text: str) -> str:
+        return " ".join(str(text).lower().split())
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> ids (B, max_len), mask (B, max_len) bool, right-padded (what T5 expects)."""
+        t = self.tokenizer([self.clean(p) for p in prompts], max_length=self.max_len, padding="max_length",
+                           truncation=True, return_tensors="pt")
+        device = next(self.encoder.parameters()).device
+        return t["input_ids"].to(device), t["attention_mask"].to(device).bool()
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # (B, L, d_model)
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = self.tokenize(prompts)
+        feats = self(ids, mask)
+        return (feats, mask) if self.right_pad else left_pad(feats, mask)
+
+
+class LlamaGenBackend:
+    """What every LlamaGen backend shares: a GPT policy and a frozen VQ decoder on an (h, w) token grid."""
+
+    def __init__(self, gpt: GPT, vq: VQModel, image_size: int):
+        self.policy, self.vq = gpt, vq.eval().requires_grad_(False)
         self.image_size = image_size
         g = image_size // vq.downsample
         self.grid, self.num_tokens = (g, g), g * g
@@ -77,15 +134,12 @@ class LlamaGenT2I:
     def device(self):
         return self.policy.tok_embeddings.weight.device
 
-    def cond(self, prompts: list[str]) -> dict:
-        ids, mask = self.text.tokenize(prompts)
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        with torch.no_grad():
-            emb = self.text(ids, mask)
-        return {"emb": emb.to(self.policy.tok_embeddings.weight.dtype), "mask": mask}
-
     def uncond(self, cond: dict) -> dict:
         return self.policy.null_cond(cond)
+
+    def reward_prompts(self, prompts: list[str]) -> list[str]:
+        """The text a reward model compares images with (the caption itself for text-to-image)."""
+        return list(prompts)
 
     @torch.no_grad()
     def codebook(self, ids):
@@ -95,9 +149,67 @@ class LlamaGenT2I:
     def decode(self, ids):
         return ((self.vq.decode(ids, self.grid).float() + 1) / 2).clamp(0, 1)
 
+
+class LlamaGenC2I(LlamaGenBackend):
+    """Class-conditional LlamaGen. A prompt is a class id, as a string ("207") or an int; the CFG null
+    class is index num_classes. With `class_names` (index order), `reward_prompts` gives the release's
+    reward text "a photo of <names>" (ar_grpo.md §3.2)."""
+
+    def __init__(self, gpt: GPT, vq: VQModel, image_size: int, class_names: list[str] | None = None):
+        super().__init__(gpt, vq, image_size)
+        if class_names is not None and len(class_names) != gpt.cfg.num_classes:
+            raise ValueError(f"{len(class_names)} class names for a model with {gpt.cfg.num_classes} classes")
+        self.class_names = class_names
+
+    def labels(self, prompts: list[str | int]) -> torch.Tensor:
+        """Prompts -> (B,) class ids, checked to lie in [0, num_classes)."""
+        n, out = self.policy.cfg.num_classes, []
+        for p in prompts:
+            try:
+                label = int(str(p).strip())
+            except ValueError:
+                label = -1
+            if not 0 <= label < n:
+                raise ValueError(f"class-conditional prompts are class ids 0..{n - 1}, got {p!r}")
+            out.append(label)
+        return torch.tensor(out, dtype=torch.long)
+
+    def cond(self, prompts: list[str | int]) -> dict:
+        return {"label": self.labels(prompts).to(self.device)}
+
+    def class_name(self, label: int) -> str:
+        if self.class_names is None:
+            raise RuntimeError(
+                f"no class names loaded: put {CLASS_NAMES_FILE} (one name per line, class-index order) in "
+                f"${LLAMAGEN_DIR_ENV}, or set {CLASS_NAMES_ENV} to such a file"
+            )
+        return self.class_names[label]
+
+    def reward_prompts(self, prompts: list[str | int]) -> list[str]:
+        return ["a photo of " + self.class_name(int(i)) for i in self.labels(prompts)]
+
+
+class LlamaGenT2I(LlamaGenBackend):
+    """Text-to-image LlamaGen backend: frozen text encoder -> GPT policy -> frozen VQ decoder. The text
+    encoder is the toy's WordEncoder or FLAN-T5 (T5CaptionEncoder): anything with
+    encode(prompts) -> (features (B, L, caption_dim), mask (B, L) bool)."""
+
+    def __init__(self, gpt: GPT, vq: VQModel, text: nn.Module, image_size: int):
+        super().__init__(gpt, vq, image_size)
+        self.text = text.eval().requires_grad_(False)
+        # The null caption is never reached by the conditional-only loss; keep it fixed during RL.
+        gpt.cls_embedding.uncond_embedding.requires_grad_(False)
+
+    def cond(self, prompts: list[str]) -> dict:
+        emb, mask = self.text.encode(list(prompts))
+        return {"emb": emb.to(self.device, self.policy.tok_embeddings.weight.dtype), "mask": mask.to(self.device)}
+
     def save(self, out_dir: str):
-        """Write config.json + safetensors weights (atomically) to out_dir."""
+        """Write config.json + safetensors weights (atomically) to out_dir (WordEncoder backends only)."""
         from common.utils import save_safetensors
+
+        if not isinstance(self.text, WordEncoder):
+            raise TypeError("save() writes the toy format (WordEncoder); official LlamaGen weights stay .pt files")
 
         os.makedirs(out_dir, exist_ok=True)
         config = {
@@ -146,12 +258,123 @@ def toy_config(scale: str = "toy") -> dict:
     return {"gpt": gpt, "vq": vq, "text": {"vocab": toy_vocab(), "max_len": 12, "dim": 64}, "image_size": 64}
 
 
-MODELS = ("tiny", "toy")
+# -- official LlamaGen checkpoints ----------------------------------------------------------------
+# The release's .pt files are not on a model hub that `from_pretrained` reads: they are resolved in a local
+# folder, $LLAMAGEN_DIR (default weights/llamagen), under their official names (ar_grpo.md §1.8).
+
+LLAMAGEN_DIR_ENV = "LLAMAGEN_DIR"
+LLAMAGEN_DEFAULT_DIR = os.path.join(REPO, "weights", "llamagen")
+CLASS_NAMES_ENV = "LLAMAGEN_CLASS_NAMES"  # a class-names file elsewhere than $LLAMAGEN_DIR/imagenet_classes.txt
+CLASS_NAMES_FILE = "imagenet_classes.txt"
+T5_DIR = "flan-t5-xl"  # a Hugging Face snapshot of google/flan-t5-xl (config, tokenizer, weights)
+T5_URL = "https://huggingface.co/google/flan-t5-xl"
+_C2I_URL = "https://huggingface.co/FoundationVision/LlamaGen/resolve/main/"
+_T2I_URL = "https://huggingface.co/peizesun/llamagen_t2i/resolve/main/"
 
 
-def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+class LlamaGenCheckpoint(NamedTuple):
+    task: str  # "c2i" or "t2i"
+    preset: str  # GPT_PRESETS key
+    image_size: int
+    gpt_file: str
+    vq_file: str
+    url: str  # download prefix of both files
+
+
+LLAMAGEN_CHECKPOINTS = {
+    "llamagen-c2i-b": LlamaGenCheckpoint("c2i", "B", 256, "c2i_B_256.pt", "vq_ds16_c2i.pt", _C2I_URL),
+    "llamagen-c2i-l": LlamaGenCheckpoint("c2i", "L", 256, "c2i_L_256.pt", "vq_ds16_c2i.pt", _C2I_URL),
+    "llamagen-c2i-xl": LlamaGenCheckpoint("c2i", "XL", 384, "c2i_XL_384.pt", "vq_ds16_c2i.pt", _C2I_URL),
+    "llamagen-t2i-xl": LlamaGenCheckpoint("t2i", "XL", 256, "t2i_XL_stage1_256.pt", "vq_ds16_t2i.pt", _T2I_URL),
+}
+
+
+def read_class_names(path: str) -> list[str]:
+    """Class names in class-index order: a .txt with one name per line (ImageNet names contain commas,
+    e.g. "tench, Tinca tinca"), or a .json list of names / dict {index: name or [wnid, name]}."""
+    if path.endswith(".json"):
+        with open(path) as f:
+            data = json.load(f)
+        if isinstance(data, dict):
+            data = [data[k] for k in sorted(data, key=int)]
+        return [v[-1] if isinstance(v, list) else v for v in data]
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def load_t5_encoder(path: str, max_len: int, right_pad: bool, device: str | torch.device) -> T5CaptionEncoder:
+    """FLAN-T5 encoder + tokenizer from a local snapshot (never the hub). bf16 on CUDA as the release,
+    fp32 elsewhere (T5 overflows in fp16)."""
+    import transformers
+    from packaging.version import Version
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    dtype = torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    dtype_kw = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    encoder = T5EncoderModel.from_pretrained(path, local_files_only=True, **{dtype_kw: dtype}).to(device, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return T5CaptionEncoder(encoder, tokenizer, max_len=max_len, right_pad=right_pad)
+
+
+def load_llamagen(
+    name: str,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    *,
+    weights_dir: str | None = None,
+    right_pad: bool = False,
+    trust_pickle: bool | None = None,
+    gpt_overrides: dict | None = None,
+    vq_config: VQConfig | None = None,
+    image_size: int | None = None,
+) -> LlamaGenC2I | LlamaGenT2I:
+    """An official LlamaGen backend (a name of LLAMAGEN_CHECKPOINTS) from the release's files, strictly loaded.
+
+    weights_dir     folder holding the files; default $LLAMAGEN_DIR, else weights/llamagen
+    right_pad       t2i: the AR-GRPO release's right padding instead of LlamaGen's left padding (also
+                    settable later as bk.text.right_pad)
+    trust_pickle    allow non-weights pickles in the .pt files; default: $LLAMAGEN_TRUST_PICKLE == "1"
+    gpt_overrides, vq_config, image_size    replace the official configuration (tiny models in tests)
+    c2i: class names come from $LLAMAGEN_CLASS_NAMES or <weights_dir>/imagenet_classes.txt when present.
+    """
+    ck = LLAMAGEN_CHECKPOINTS[name]
+    folder = weights_dir or os.environ.get(LLAMAGEN_DIR_ENV) or LLAMAGEN_DEFAULT_DIR
+    needed = [ck.gpt_file, ck.vq_file] + ([T5_DIR] if ck.task == "t2i" else [])
+    missing = [f for f in needed if not os.path.exists(os.path.join(folder, f))]
+    if missing:
+        urls = " ".join(T5_URL if f == T5_DIR else ck.url + f for f in missing)
+        raise FileNotFoundError(f"{name} needs {', '.join(missing)} in {folder} (set ${LLAMAGEN_DIR_ENV} to the "
+                                f"folder that holds them); download: {urls}")
+    if trust_pickle is None:
+        trust_pickle = os.environ.get("LLAMAGEN_TRUST_PICKLE") == "1"
+    size = image_size or ck.image_size
+    cfg = official_gpt_config(ck.preset, ck.task, size, **(gpt_overrides or {}))
+    gpt = load_official_gpt(os.path.join(folder, ck.gpt_file), cfg, trust_pickle).to(device, dtype)
+    vq = load_official_vq(os.path.join(folder, ck.vq_file), vq_config, trust_pickle).to(device)
+    if ck.task == "c2i":
+        names_path = os.environ.get(CLASS_NAMES_ENV) or os.path.join(folder, CLASS_NAMES_FILE)
+        if os.environ.get(CLASS_NAMES_ENV) and not os.path.isfile(names_path):
+            raise FileNotFoundError(f"${CLASS_NAMES_ENV} points to a missing file: {names_path}")
+        names = read_class_names(names_path) if os.path.isfile(names_path) else None
+        return LlamaGenC2I(gpt, vq, size, names)
+    text = load_t5_encoder(os.path.join(folder, T5_DIR), cfg.cls_token_num, right_pad, device)
+    return LlamaGenT2I(gpt, vq, text, size)
+
+
+JANUS_MODELS = ("janus-pro-1b", "janus-pro-7b")
+MODELS = ("tiny", "toy", *LLAMAGEN_CHECKPOINTS, *JANUS_MODELS)
+
+
+def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, **janus_kwargs):
     """Build a backend by name. 'tiny' = random weights (tests); 'toy' = shipped ShapeWorld weights.
-    A directory path holding config.json + *.safetensors (as written by `save`) also works."""
+    A directory path holding config.json + *.safetensors (as written by `save`) also works.
+    Janus-Pro names or directories go to common.janus.load_janus (janus_kwargs: template, download)."""
+    from common.janus import is_janus_dir, load_janus  # torch only; transformers is imported when building one
+
+    if name in JANUS_MODELS or (os.path.isdir(name) and is_janus_dir(name)):
+        return load_janus(name, device, dtype, **janus_kwargs)
+    if name in LLAMAGEN_CHECKPOINTS:
+        return load_llamagen(name, device, dtype)
     if name == "tiny":
         bk = build_t2i(toy_config("tiny"))
     elif name == "toy" or os.path.isdir(name):

@@ -1,4 +1,4 @@
-"""Seeding, image grids, metrics logging and checkpoint I/O. All files are written atomically."""
+"""Seeding, image grids, metrics logging and safetensors I/O. All files are written atomically."""
 from __future__ import annotations
 
 import json
@@ -56,13 +56,6 @@ def load_safetensors(path: str, device="cpu") -> dict:
     if not os.path.exists(path):
         raise FileNotFoundError(f"missing weights file {path}")
     return load_file(path, device=str(device))
-
-
-def save_checkpoint(out_dir: str, policy: torch.nn.Module, args, step: int, metrics: dict | None = None):
-    """Policy weights as safetensors plus a JSON record of the run's arguments and step."""
-    save_safetensors({k: v for k, v in policy.state_dict().items()}, os.path.join(out_dir, "policy.safetensors"))
-    info = {"step": step, "args": {k: v for k, v in vars(args).items()}, "metrics": metrics or {}}
-    _atomic(os.path.join(out_dir, "state.json"), lambda p: open(p, "w").write(json.dumps(info, indent=1, default=str)))
 
 
 def save_image_grid(images: torch.Tensor, captions: list[str], path: str, ncol: int = 8, scale: int = 2):

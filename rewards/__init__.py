@@ -10,6 +10,15 @@ REWARDS = {
     "geneval": "rewards.geneval:make_geneval",
     "geneval_strict": "rewards.geneval:make_geneval_strict",
     "ocr": "rewards.ocr:make_ocr",
+    "shapeworld_quality": "rewards.shapeworld_quality:PaletteCleanliness",  # the toy's no-reference quality
+    # model-backed rewards (transformers; weights from the HF hub cache or local paths, see README "Rewards")
+    "clip": "rewards.clip:make_clip",
+    "hps": "rewards.hps:make_hps",
+    "geneval_coco": "rewards.geneval:make_geneval_coco",
+    "geneval_coco_strict": "rewards.geneval:make_geneval_coco_strict",
+    "git_vqa": "rewards.git_vqa:load_git_vqa",
+    "gdino": "rewards.gdino:load_gdino",
+    "hps_git_gdino": "rewards.t2i_r1:make_hps_git_gdino",
 }
 
 

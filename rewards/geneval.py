@@ -1,29 +1,46 @@
-"""GenEval reward: detector backend + GenEval rules (rewards/geneval_rules.py).
+"""GenEval reward: detector backend + GenEval rules (rewards/geneval_rules.py, shared unchanged by all backends).
 
 strict=False gives the Flow-GRPO/STAGE partial-credit training score (stage.md §6.1);
 strict=True gives GenEval's binary correctness as 1.0 / 0.0.
-Detector backends map one image to a list of detections; only "shapeworld" exists now,
-a COCO Mask2Former backend can be added to DETECTORS later without touching the rules.
+
+Backends (`detector=`):
+- "shapeworld": the hand-written ShapeWorld detector (CPU, colours from the palette);
+- "coco": real images. Mask2Former Swin-S COCO instance segmentation (rewards/mask2former.py) and, for
+  objects whose prompt asks for a colour, CLIP ViT-L/14 zero-shot colours (rewards/geneval_color.py).
+A detector is a callable uint8 images (B,3,H,W) -> per image a list of detections {"class", "box", "score",
+"color" (None: ask the colour classifier), optional "mask"}; a detector object and a colour classifier can be
+passed directly (tests use tiny random models).
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 import torch
 
-from rewards.geneval_rules import filter_detections, partial_score, strict_correct
+from rewards.geneval_rules import Detected, filter_detections, partial_score, strict_correct
 
 
-def _shapeworld_detect(image: np.ndarray) -> list[dict]:
-    from rewards.shapeworld_detector import detect
+class ShapeWorldDetector:
+    def __call__(self, images_u8: torch.Tensor) -> list[list[dict]]:
+        from rewards.shapeworld_detector import detect
 
-    return detect(image)
+        return [detect(img) for img in images_u8.permute(0, 2, 3, 1).cpu().numpy()]
 
 
-# name -> function(uint8 image (H, W, 3)) -> list of detections
-DETECTORS: dict[str, Callable[[np.ndarray], list[dict]]] = {"shapeworld": _shapeworld_detect}
+def _shapeworld(device):
+    return ShapeWorldDetector(), None
+
+
+def _coco(device):
+    from rewards.geneval_color import load_color_classifier
+    from rewards.mask2former import load_mask2former
+
+    return load_mask2former(device=device), load_color_classifier(device=device)
+
+
+# name -> function(device) -> (detector, colour classifier or None)
+DETECTORS: dict[str, Callable] = {"shapeworld": _shapeworld, "coco": _coco}
 
 
 def validate(metadata: list[dict]) -> None:
@@ -40,22 +57,36 @@ def validate(metadata: list[dict]) -> None:
             )
 
 
+def _color_classes(meta: dict) -> list[str]:
+    """Classes whose colour the rules will read (a non-null "color" key, as geneval_rules treats it), in order."""
+    return list(dict.fromkeys(r["class"] for r in meta.get("include") or [] if r.get("color") is not None))
+
+
 class GenEvalReward:
     """Callable reward: (images (B,3,H,W) in [0,1], prompts, metadata) -> FloatTensor (B,)."""
 
-    def __init__(self, strict: bool = False, detector: str = "shapeworld"):
-        if detector not in DETECTORS:
-            raise ValueError(f"unknown GenEval detector {detector!r}; known: {', '.join(DETECTORS)}")
+    def __init__(self, strict: bool = False, detector="shapeworld", colors=None, device="cpu"):
+        if isinstance(detector, str):
+            if detector not in DETECTORS:
+                raise ValueError(f"unknown GenEval detector {detector!r}; known: {', '.join(DETECTORS)}")
+            detector, default_colors = DETECTORS[detector](device)
+            colors = colors or default_colors
         self.strict = strict
-        self.detect = DETECTORS[detector]
+        self.detect = detector
+        self.colors = colors  # (images_u8, [(image index, detection)]) -> colour names, or None
 
-    def _detected(self, images: torch.Tensor, metadata: list[dict]) -> list[dict]:
+    def _detected(self, images: torch.Tensor, metadata: list[dict]) -> list[Detected]:
         if len(images) != len(metadata):
             raise ValueError(f"{len(images)} images but {len(metadata)} metadata rows")
         validate(metadata)
-        arr = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
-        arr = arr.permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
-        return [filter_detections(self.detect(img), meta.get("tag", "")) for img, meta in zip(arr, metadata)]
+        u8 = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)  # what GenEval sees: 8-bit
+        detected = [filter_detections(d, meta.get("tag", "")) for d, meta in zip(self.detect(u8), metadata)]
+        if self.colors is not None:  # one batched call for every object whose colour a prompt asks about
+            todo = [(b, det) for b, (dets, meta) in enumerate(zip(detected, metadata))
+                    for cls in _color_classes(meta) for det in dets.get(cls, [])]
+            for (_, det), color in zip(todo, self.colors(u8, todo)):
+                det["color"] = color
+        return detected
 
     def __call__(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> torch.Tensor:
         scores = []
@@ -70,10 +101,20 @@ class GenEvalReward:
 
 
 def make_geneval(device=None) -> GenEvalReward:
-    """Partial-credit GenEval reward (the training reward). `device` is unused (CPU detector)."""
+    """Partial-credit GenEval reward on ShapeWorld (the toy's training reward). `device` is unused (CPU)."""
     return GenEvalReward(strict=False)
 
 
 def make_geneval_strict(device=None) -> GenEvalReward:
-    """Binary GenEval reward: 1.0 if the image is strictly correct, else 0.0."""
+    """Binary GenEval reward on ShapeWorld: 1.0 if the image is strictly correct, else 0.0."""
     return GenEvalReward(strict=True)
+
+
+def make_geneval_coco(device="cpu") -> GenEvalReward:
+    """Partial-credit GenEval reward on real images (Mask2Former + CLIP colours): STAGE's training reward."""
+    return GenEvalReward(strict=False, detector="coco", device=device)
+
+
+def make_geneval_coco_strict(device="cpu") -> GenEvalReward:
+    """Binary GenEval reward on real images: GCPO's training reward and GenEval's evaluation."""
+    return GenEvalReward(strict=True, detector="coco", device=device)

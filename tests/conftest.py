@@ -4,6 +4,10 @@ import sys
 import pytest
 import torch
 
+# Tests never download: model hubs are unreachable in CI, and a test must not depend on them.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 torch.set_num_threads(1)

@@ -213,8 +213,8 @@ def run_gcpo(extra, tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--preset", "janus7b_hps", "--model", "janus-pro-7b"], "unknown model 'janus-pro-7b'"),
-    (["--preset", "janus7b_hps"], "unknown reward 'hps'"),  # run_gcpo's explicit --model tiny beats the preset
+    (["--preset", "janus7b_hps", "--model", "janus-pro-7b"], "Janus-Pro weights not found locally"),
+    (["--preset", "janus7b_hps"], "reward 'hps' needs HPS_v2.1_compressed.pt"),  # explicit --model tiny wins
     (["--critical-frac", "0.4"], "--critical-frac 0.4"),
     (["--sim-embedding", "input"], "has no input_embeds"),
 ])

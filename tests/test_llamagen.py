@@ -98,3 +98,23 @@ def test_vq_roundtrip_shapes():
     assert ids.shape == (2, 64)
     assert vq.decode(ids, (8, 8)).shape == (2, 3, 16, 16)
     torch.testing.assert_close(vq.codebook_vectors(ids).norm(dim=-1), torch.ones(2, 64))
+
+
+@pytest.mark.skipif(not os.path.exists(SPEC), reason="spec key list not available")
+def test_official_configs_match_spec_and_load_strictly():
+    """The configs `--model llamagen-*` builds have the spec's keys; the strict loader accepts a full-size
+    state dict of them (all on the meta device: no memory)."""
+    from common.llamagen import load_state_dict_strict, official_gpt_config
+
+    sec = spec_sections()
+    b = official_gpt_config("B", "c2i", 256)
+    xl = official_gpt_config("XL", "t2i", 256)
+    assert (b.cls_token_num, b.block_size, xl.cls_token_num, xl.block_size) == (1, 256, 120, 256)
+    assert official_gpt_config("XL", "c2i", 384).block_size == 576
+    with torch.device("meta"):
+        gb, gxl = GPT(b), GPT(xl)
+        target = GPT(xl)
+    assert shapes(gb) == expand_layers(sec[1], 12) and shapes(gxl) == expand_layers(sec[2], 36)
+    load_state_dict_strict(target, gxl.state_dict(), "t2i_XL_stage1_256.pt", "GPT-XL")
+    with pytest.raises(ValueError, match="missing 1: cls_embedding.embedding_table.weight; unexpected 171: cls_embedding.cap_proj"):
+        load_state_dict_strict(gb, gxl.state_dict(), "t2i_XL_stage1_256.pt", "GPT-B c2i")

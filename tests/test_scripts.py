@@ -9,7 +9,12 @@ import torch
 
 from conftest import REPO
 
-SCRIPTS = ["grpo_vanilla.py", "stage.py", "gcpo.py"]
+SCRIPTS = ["grpo_vanilla.py", "stage.py", "gcpo.py", "ar_grpo.py"]
+
+
+def reward_flags(script: str, name: str) -> list[str]:
+    """Train with the single reward `name`: ar_grpo.py takes it as its only (alignment) reward term."""
+    return ["--align-rewards", name, "--quality-reward", ""] if script == "ar_grpo.py" else ["--reward", name]
 TINY = ["--model", "tiny", "--prompts-per-step", "4", "--group-size", "4", "--eval-samples", "0", "--image-every", "1",
         "--lr", "1e-3", "--beta", "0.05"]
 
@@ -67,7 +72,7 @@ def test_torchrun_two_processes_match_one(script, tmp_path):
     "extra, message",
     [
         (["--model", "nope"], "unknown model"),
-        (["--reward", "nope"], "unknown reward"),
+        ("nope", "unknown reward"),
         (["--group-size", "1"], "--group-size must be >= 2"),
         (["--prompts", "missing.jsonl"], "missing.jsonl"),
         (["--micro-batch-size", "3"], "must divide"),
@@ -75,6 +80,7 @@ def test_torchrun_two_processes_match_one(script, tmp_path):
 )
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_bad_input_fails_fast_with_one_line(script, extra, message, tmp_path):
+    extra = reward_flags(script, extra) if isinstance(extra, str) else extra
     p = run([sys.executable, script, *TINY, "--num-steps", "1", *extra], tmp_path, check=False)
     assert p.returncode != 0
     last = p.stderr.strip().splitlines()[-1]

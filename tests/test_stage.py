@@ -240,9 +240,9 @@ def test_presets_match_the_paper():
     assert (o["lr"], o["beta"], o["prompts_per_step"], o["entropy_reward"]) == (1e-6, 0.01, 8, False)
 
 
-def test_unavailable_preset_fails_with_one_line():
+def test_preset_without_weights_fails_with_one_line():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
     p = subprocess.run([sys.executable, "stage.py", "--preset", "geneval"], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=300)
     last = p.stderr.strip().splitlines()[-1]
-    assert p.returncode != 0 and last.startswith("error:") and "janus-pro-7b" in last, p.stderr[-2000:]
+    assert p.returncode != 0 and last.startswith("error:") and "Janus-Pro weights not found locally" in last, p.stderr[-2000:]

@@ -1,0 +1,487 @@
+"""AR-GRPO (arXiv 2508.06924): GRPO for LlamaGen (class- and text-conditional) with a multi-faceted reward.
+
+For each prompt, sample a group of G images (CFG, KV cache), score them with a reward, normalise the
+rewards inside the group, and push up the log-probability of every image token of the better images:
+
+    A_i   = (R_i − mean_g R) / (std_g R + ε)                         STAGE Eq. 2 / AR-GRPO Eq. 3
+    ρ_i,t = π_θ(o_i,t | c, o_i,<t) / π_old(o_i,t | c, o_i,<t)
+    k3    = π_ref/π_θ − log(π_ref/π_θ) − 1                            (Schulman's k3 estimator)
+    L     = 1/(G·T) Σ_i Σ_t [ −min(ρ·A_i, clip(ρ, 1−ε_c, 1+ε_c)·A_i) + β·k3 ]
+                                                      STAGE Eq. 3 / AR-GRPO Eqs. 4–6 (token mean)
+
+Implementation choices, each the same in the three authors' releases:
+1. μ = 1 inner epoch by default, so π_old = π_θ and ρ ≡ 1 (its gradient is ∇log π): the loss VALUE is
+   ≈ 0 while its gradient is not. Watch the reward, not the loss.
+2. Images are sampled from the CFG-guided distribution, but log π, log π_ref, the KL and the logged
+   entropy use the CONDITIONAL-only logits at temperature 1 (STAGE spec §1.5, GCPO §2.4, AR-GRPO §2.3).
+   `--guided-logprobs` scores under the guided sampling distribution instead.
+3. std is the unbiased estimator and ε = 1e-4 (the releases); the papers write no ε.
+4. Every image has T tokens, so the token mean equals Eq. 3's 1/G Σ_i 1/|o_i| Σ_t.
+AR-GRPO, the reward (raw scores s of the reward models; Q the release's quantiser, App. D):
+    r_C = Σ_{s ∈ align} (5·s + Q(s))       Eq. 7: CLIP ViT-B/32 and HPSv2.1 cosines (release weights 5 and 1)
+    r_I = 2·s_quality                       Eq. 8: MANIQA (KonIQ)
+    r_R = Σ_{s ∈ realism} s / 4             Eq. 9: the three Qwen2.5-VL-3B judges (label 0–5, fake, weird 0/1)
+    r   = λ_C·r_C + λ_I·r_I + λ_R·r_R       Eq. 10 (λ = 1; Tables 6–8 set some to 0)
+    Q(s) = −1 (s < 0), 0.5 (s < 0.3), 1 (s < 0.6), 1.5 (s ≥ 0.6; the release crashes at s ≥ 1)
+Class-conditional prompts are ImageNet class ids ("207"); the reward models see "a photo of <class names>".
+AR-GRPO choices (the default is the paper; ar_grpo.md §7 lists how the release differs from it):
+5. A reward whose λ is 0 is not built (the release computes it and multiplies by 0: same advantages).
+6. Presets: c2i_paper / t2i_paper (AdamW β (0.9, 0.95), wd 0.05, 64 images per step, CFG 2, β 0.1) and
+   c2i_release / t2i_release (AdamW defaults, 32 / 64 images, t2i CFG 4 and β 1.0, linear LR, bf16 t2i,
+   right-padded T5 captions: --t5-right-pad). The toy default uses pixel-checkable rewards: r_C from the
+   GenEval partial score, r_I from the palette cleanliness of the render, no r_R.
+
+Run:
+    python ar_grpo.py                                        # AR-GRPO on the ShapeWorld toy, CPU, minutes
+    python ar_grpo.py --preset c2i_paper --prompts FILE      # LlamaGen-B c2i, class ids one per line
+    torchrun --standalone --nproc_per_node=2 ar_grpo.py      # gloo on CPU, nccl on GPUs
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import resource
+import signal
+import sys
+import time
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+import tyro
+from tqdm import tqdm
+
+from common.evaluation import geneval_eval
+from common.models import MODELS, load_model
+from common.prompts import load_prompts
+from common.sampling import cond_repeat, sample, score
+from common import checkpoint
+from common.distributed import activation_checkpointing, gathered, shard
+from common.utils import Logger, make_generator, rollout_noise, save_image_grid, seed_everything
+from rewards import RewardError, check_reward, compute_rewards, get_reward
+
+
+@dataclass
+class Args:
+    # Experiment
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """name of this run; outputs go to <out_dir>/<exp_name>_s<seed>"""
+    seed: int = 0
+    """seed of the initialisation, prompt order and rollout noise"""
+    out_dir: str = "runs"
+    """where metrics.jsonl, TensorBoard events, grids and checkpoints are written"""
+    device: str = "auto"
+    """'auto' (cuda if available, else cpu), 'cpu' or 'cuda'"""
+    image_every: int = 50
+    """save a captioned grid of rollouts every N steps (0 = never)"""
+    save_every: int = 0
+    """save a resumable checkpoint every N steps (0 = only at the end; SIGTERM/SIGINT also save one)"""
+    keep_last: int = 2
+    """keep the newest K checkpoints"""
+    resume: str = ""
+    """continue from a checkpoint: a checkpoints/step_* directory, its checkpoints/ parent or the run directory"""
+    # Model and data
+    model: str = "toy"
+    """backend name ('toy' = shipped ShapeWorld model, 'tiny' = random test model) or a weights directory"""
+    dtype: str = "float32"
+    """policy dtype: float32 or bfloat16"""
+    prompts: str = "data/shapeworld/train.jsonl"
+    """training prompts: .jsonl (GenEval metadata per line) or .txt (one prompt per line)"""
+    align_rewards: tuple[str, ...] = ("geneval",)
+    """r_C: conditional-alignment rewards, each adds 5·s + Q(s) (paper: clip hps)"""
+    quality_reward: str = "shapeworld_quality"
+    """r_I: image-quality reward, adds 2·s (paper: maniqa; '' = none)"""
+    realism_rewards: tuple[str, ...] = ()
+    """r_R: realism judges, each adds s/4 (paper: qwen_label qwen_fake qwen_weird)"""
+    eval_prompts: str = "data/shapeworld/eval.jsonl"
+    """held-out GenEval-format prompts scored before and after training ('' = no evaluation)"""
+    eval_samples: int = 8
+    """images per held-out prompt in the before/after evaluation (0 = no evaluation)"""
+    # Sampling
+    cfg_scale: float = 3.0
+    """classifier-free guidance scale s: l_u + s·(l_c − l_u)"""
+    temperature: float = 1.0
+    """sampling temperature"""
+    top_k: int = 0
+    """keep the k most likely tokens (0 = all)"""
+    top_p: float = 1.0
+    """nucleus sampling threshold (1 = off)"""
+    sample_chunk: int = 0
+    """rows sampled at once (0 = the whole batch); bounds sampling memory"""
+    # GRPO
+    num_steps: int = 100
+    """optimizer steps"""
+    prompts_per_step: int = 8
+    """P: prompts per step over all ranks (each rank takes P / world_size whole groups)"""
+    group_size: int = 8
+    """G: images sampled per prompt"""
+    num_inner_epochs: int = 1
+    """μ: policy updates per rollout batch (1 = on-policy, ratio ≡ 1, as every release)"""
+    clip_eps: float = 0.2
+    """PPO clip range ε_c of the ratio (inactive when μ = 1)"""
+    beta: float = 0.01
+    """β: weight of the k3 KL to the frozen reference (0 = no reference model)"""
+    adv_eps: float = 1e-4
+    """ε added to the group std of the rewards"""
+    guided_logprobs: bool = False
+    """score log-probs under the CFG-guided sampling distribution instead of conditional-only"""
+    # Optimisation
+    lr: float = 5e-5
+    """AdamW learning rate"""
+    weight_decay: float = 0.0
+    """AdamW weight decay"""
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas"""
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    """learning rate: constant, or linear decay to 0 over num_steps (the releases' Trainer default)"""
+    max_grad_norm: float = 1.0
+    """gradient clipping norm"""
+    micro_batch_size: int = 0
+    """images per forward/backward in the update (0 = the whole rank batch); gradients accumulate"""
+    # Scale
+    dist: Literal["ddp", "fsdp2"] = "ddp"
+    """under torchrun: DDP (a full copy per rank) or FSDP2 (parameters, gradients, optimizer state sharded)"""
+    activation_checkpointing: bool = False
+    """recompute each transformer block's activations in the backward pass (less memory, slower update)"""
+    # AR-GRPO-specific
+    preset: Literal["toy", "c2i_paper", "c2i_release", "t2i_paper", "t2i_release"] = "toy"
+    """paper / release hyperparameters (PRESETS); flags given explicitly still win"""
+    lambda_c: float = 1.0
+    """λ_C: weight of the conditional-alignment reward r_C (Eq. 10)"""
+    lambda_i: float = 1.0
+    """λ_I: weight of the image-quality reward r_I (Eq. 10)"""
+    lambda_r: float = 1.0
+    """λ_R: weight of the realism reward r_R (Eq. 10)"""
+    t5_right_pad: bool = False
+    """t2i LlamaGen: the release's right-padded T5 captions (LlamaGen pre-training: left-padded, zeroed)"""
+
+
+PAPER_REWARDS = dict(align_rewards=("clip", "hps"), quality_reward="maniqa",
+                     realism_rewards=("qwen_label", "qwen_fake", "qwen_weird"), eval_prompts="")
+PAPER = dict(PAPER_REWARDS, lr=1e-5, beta=0.1, group_size=8, prompts_per_step=8, cfg_scale=2.0,
+             adam_betas=(0.9, 0.95), weight_decay=0.05)  # §4.1: AdamW (0.9, 0.95), wd 0.05, 64 images per step
+RELEASE = dict(PAPER_REWARDS, lr=1e-5, group_size=8, adam_betas=(0.9, 0.999), weight_decay=0.0,
+               lr_schedule="linear")  # run_*_train.sh: HF Trainer defaults
+PRESETS = {"toy": {},
+           "c2i_paper": dict(PAPER, model="llamagen-c2i-b", prompts="data/imagenet/class_ids.txt", num_steps=100),
+           "c2i_release": dict(RELEASE, model="llamagen-c2i-xl", prompts="data/imagenet/class_ids.txt", beta=0.1,
+                               cfg_scale=2.0, prompts_per_step=4, num_steps=400),
+           "t2i_paper": dict(PAPER, model="llamagen-t2i-xl", num_steps=300),
+           "t2i_release": dict(RELEASE, model="llamagen-t2i-xl", beta=1.0, cfg_scale=4.0, prompts_per_step=8,
+                               num_steps=600, dtype="bfloat16", t5_right_pad=True)}
+
+
+def fail(msg: str):
+    sys.exit(f"error: {msg}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# ALGO LOGIC: the maths, as small pure functions
+
+
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """Eq. 2: A = (R − mean_g R) / (std_g R + ε). rewards (P, G) -> advantages (P, G).
+    std is unbiased (divisor G − 1), as in the releases. Equal rewards give A = 0 exactly."""
+    mean = rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, keepdim=True)  # unbiased
+    return (rewards - mean) / (std + eps)
+
+
+def quantise(s: torch.Tensor) -> torch.Tensor:
+    """App. D (release `discrete_reward_map`): raw score s (B,) -> −1 (s < 0), 0.5 ([0, 0.3)), 1 ([0.3, 0.6)),
+    1.5 (s ≥ 0.6). The release raises IndexError at s ≥ 1; here 1.5 continues."""
+    return torch.where(s < 0, -1.0, torch.where(s < 0.3, 0.5, torch.where(s < 0.6, 1.0, 1.5)))
+
+
+def multi_reward(align: list[torch.Tensor], quality: torch.Tensor | None, realism: list[torch.Tensor],
+                 lam_c: float, lam_i: float, lam_r: float):
+    """Eqs. 7–10: raw scores, each (B,) -> r (B,) and the terms {r_C, r_I, r_R} (B,) for logging.
+    An absent term (no rewards of that kind) is 0."""
+    zero = torch.zeros_like((align + realism + [quality])[0])
+    r_c = sum((5 * s + quantise(s) for s in align), zero)  # Eq. 7
+    r_i = 2 * quality if quality is not None else zero  # Eq. 8
+    r_r = sum((s / 4 for s in realism), zero)  # Eq. 9
+    return lam_c * r_c + lam_i * r_i + lam_r * r_r, {"r_C": r_c, "r_I": r_i, "r_R": r_r}  # Eq. 10
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """k3 estimator of KL(π_θ ‖ π_ref) per token: exp(Δ) − Δ − 1 with Δ = log π_ref − log π_θ. (B, T), ≥ 0."""
+    delta = ref_logp - logp
+    return torch.exp(delta) - delta - 1
+
+
+def grpo_loss(logp, old_logp, ref_logp, adv, clip_eps: float, beta: float):
+    """Eq. 3 (token mean of the clipped surrogate plus β·k3).
+    logp, old_logp, ref_logp (B, T) (ref_logp None when β = 0); adv (B,). -> (scalar loss, stats dict)."""
+    ratio = torch.exp(logp - old_logp)  # (B, T); ≡ 1 on-policy
+    a = adv[:, None]
+    pg = torch.maximum(-a * ratio, -a * ratio.clamp(1 - clip_eps, 1 + clip_eps))  # (B, T)
+    per_token = pg
+    kl = torch.zeros_like(logp)
+    if beta > 0:
+        kl = kl_k3(logp, ref_logp)
+        per_token = pg + beta * kl
+    with torch.no_grad():
+        clipfrac = ((ratio - 1).abs() > clip_eps).float().mean()
+    return per_token.mean(), {"kl": kl.mean().detach(), "clipfrac": clipfrac}
+
+
+# ---------------------------------------------------------------------------------------------------
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    if args.preset != "toy":  # parse again with the preset's values as defaults, so explicit flags still win
+        args = tyro.cli(Args, default=replace(Args(), **PRESETS[args.preset]))
+    # the reward terms AR-GRPO builds: (kind, name); a term whose λ is 0 is skipped
+    terms = [("C", n) for n in args.align_rewards if args.lambda_c] + \
+        [("I", args.quality_reward)] * bool(args.quality_reward and args.lambda_i) + \
+        [("R", n) for n in args.realism_rewards if args.lambda_r]
+
+    # TRY NOT TO MODIFY: distributed setup (nanoGPT style; plain `python` runs as one process)
+    ddp = int(os.environ.get("RANK", -1)) != -1
+    use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    if ddp:
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        device = torch.device(f"cuda:{int(os.environ['LOCAL_RANK'])}" if use_cuda else "cpu")
+        if use_cuda:
+            torch.cuda.set_device(device)
+    else:
+        rank, world_size = 0, 1
+        device = torch.device("cuda" if use_cuda else "cpu")
+    master = rank == 0
+
+    # Bad input fails here, in one line, before any model is built.
+    if args.model not in MODELS and not os.path.isdir(args.model):
+        fail(f"unknown model {args.model!r}; known: {', '.join(MODELS)} or a weights directory")
+    if args.group_size < 2:
+        fail(f"--group-size must be >= 2 (advantages compare samples within a group), got {args.group_size}")
+    if args.prompts_per_step % world_size:
+        fail(f"--prompts-per-step {args.prompts_per_step} is not divisible by world size {world_size}")
+    if args.dtype not in ("float32", "bfloat16"):
+        fail(f"--dtype must be float32 or bfloat16, got {args.dtype!r}")
+    try:
+        train_prompts = load_prompts(args.prompts)
+        eval_prompts = load_prompts(args.eval_prompts) if args.eval_prompts and args.eval_samples > 0 else []
+        if not terms:
+            raise ValueError("no reward: give --align-rewards, --quality-reward or --realism-rewards with λ > 0")
+        for _, name in terms:
+            check_reward(name, train_prompts)
+    except (ValueError, FileNotFoundError) as e:
+        fail(str(e))
+    P_rank = args.prompts_per_step // world_size  # whole groups per rank: advantages need no communication
+    B_rank = P_rank * args.group_size  # images per rank per step
+    mb = args.micro_batch_size or B_rank
+    if B_rank % mb:
+        fail(f"--micro-batch-size {mb} must divide the {B_rank} images per rank")
+    run_dir = os.path.join(args.out_dir, f"{args.exp_name}_s{args.seed}")
+
+    if args.resume:
+        try:
+            args.resume = checkpoint.resolve(args.resume)
+        except FileNotFoundError as e:
+            fail(str(e))
+    fsdp = ddp and args.dist == "fsdp2"
+
+    # TRY NOT TO MODIFY: seeding (same init on every rank, seed + rank for rollouts)
+    seed_everything(args.seed)
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+    try:  # missing weights or packages of the reward or the model: one line, before any training
+        bk = load_model(args.model, device, dtype)  # first: the seed alone fixes its initialisation
+        reward_fns = {name: get_reward(name, device=device) for _, name in terms}
+        if args.t5_right_pad and not hasattr(getattr(bk, "text", None), "right_pad"):
+            raise ValueError(f"--t5-right-pad: backend {args.model!r} has no T5 caption encoder")
+        if args.t5_right_pad:
+            bk.text.right_pad = True
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError) as e:
+        fail(str(e))
+    policy = bk.policy
+    ref = copy.deepcopy(policy).requires_grad_(False) if args.beta > 0 else None
+    if args.activation_checkpointing:
+        activation_checkpointing(policy)
+    if fsdp:  # shard the policy and the reference: each rank holds 1/world_size of every block
+        example = bk.cond([train_prompts[0]["prompt"]])
+        model = shard(policy, example, device, world_size)
+        ref = shard(ref, example, device, world_size) if ref is not None else None
+    else:
+        model = torch.nn.parallel.DistributedDataParallel(policy) if ddp else policy
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, betas=args.adam_betas, weight_decay=args.weight_decay)
+    decay = (lambda i: 1 - i / args.num_steps) if args.lr_schedule == "linear" else (lambda i: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+    order_gen = make_generator(args.seed)  # prompt order: identical on every rank
+    perm, cursor, start_step = torch.randperm(len(train_prompts), generator=order_gen), 0, 0
+    ckpt_root, last_ckpt = os.path.join(run_dir, "checkpoints"), args.resume or None
+    if args.resume:  # policy, optimizer, scheduler, RNG of every rank, step and prompt order
+        state = checkpoint.load(args.resume, policy, optimizer, scheduler)
+        start_step, perm, cursor = state["step"], state["perm"], state["cursor"]
+        order_gen.set_state(state["order_gen"])
+    logger = Logger(run_dir, vars(args), enabled=master)
+    if master:
+        print(f"{len(train_prompts)} prompts | {world_size} rank(s) x {P_rank} prompts x G={args.group_size} "
+              f"= {B_rank * world_size} images/step | {bk.num_tokens} tokens/image | "
+              f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable params | "
+              f"out: {run_dir}" + (f" | resumed at step {start_step}" if args.resume else ""))
+
+    def save(step: int, metrics: dict | None = None) -> str:
+        train_state = {"perm": perm, "cursor": cursor, "order_gen": order_gen.get_state()}
+        return checkpoint.save(ckpt_root, step, policy, optimizer, scheduler, train_state, args, metrics,
+                               args.keep_last)
+
+    def evaluate(tag: str):
+        if not eval_prompts:
+            return None
+        with gathered(model):  # FSDP2: whole parameters for the sampler on every rank
+            if master:
+                summary, images, captions = geneval_eval(bk, eval_prompts, args.eval_samples,
+                                                         cfg_scale=args.cfg_scale, temperature=args.temperature,
+                                                         top_k=args.top_k, top_p=args.top_p)
+                save_image_grid(images[:64], captions[:64], os.path.join(run_dir, f"eval_{tag}.png"))
+                print(f"held-out strict GenEval ({tag}): " + " | ".join(f"{k} {v:.3f}" for k, v in summary.items()))
+            if ddp:
+                dist.barrier()
+        return summary if master else None
+
+    # SIGTERM (schedulers' preemption) or Ctrl-C: finish the step, save a checkpoint, exit cleanly
+    stop_signal = []
+
+    def on_signal(signum, frame):
+        stop_signal.append(signum)
+        signal.signal(signum, signal.SIG_DFL)  # a second signal kills at once
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    before = evaluate("before") if not args.resume else None
+    sample_kw = dict(cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+    score_kw = sample_kw if args.guided_logprobs else {}
+    for step in tqdm(range(start_step + 1, args.num_steps + 1), disable=not master, desc=args.exp_name):
+        t0 = time.time()
+        # the next P prompts of a shuffled epoch; rank r takes its contiguous share
+        if cursor + args.prompts_per_step > len(perm):
+            perm, cursor = torch.randperm(len(train_prompts), generator=order_gen), 0
+        group_ids = list(range(cursor + rank * P_rank, cursor + (rank + 1) * P_rank))  # global group indices
+        idx = perm[group_ids[0] : group_ids[-1] + 1]
+        cursor += args.prompts_per_step
+        batch = [train_prompts[i] for i in idx.tolist()]
+
+        # ALGO LOGIC: rollout. Each prompt's group of G images is sampled on this rank.
+        texts = [m["prompt"] for m in batch for _ in range(args.group_size)]  # B_rank prompts, grouped
+        metas = [m for m in batch for _ in range(args.group_size)]
+        cond = cond_repeat(bk.cond([m["prompt"] for m in batch]), args.group_size)
+        noise = rollout_noise(args.seed, step, group_ids, args.group_size, bk.num_tokens)  # (B, T) uniforms
+        with gathered(model):  # FSDP2: gather the shards once for the whole rollout (a no-op otherwise)
+            uncond = bk.uncond(cond)
+            tokens, _, sample_entropy = sample(policy, cond, uncond, bk.num_tokens, noise=noise,
+                                               chunk_size=args.sample_chunk, **sample_kw)  # (B, T)
+        images = bk.decode(tokens)  # (B, 3, H, W)
+        t1 = time.time()
+
+        # ALGO LOGIC: AR-GRPO's multi-faceted reward (Eq. 10) and group-normalised advantages
+        reward_texts = bk.reward_prompts(texts)  # c2i: "a photo of <class names>"; t2i: the caption
+        try:
+            raw = {name: compute_rewards(reward_fns[name], name, images, reward_texts, metas).to(device)
+                   for name in reward_fns}  # raw scores (B,)
+        except RewardError as e:
+            fail(f"{e} at step {step}; last checkpoint: {last_ckpt or 'none'}")
+        rewards, parts = multi_reward([raw[n] for k, n in terms if k == "C"],
+                                      next((raw[n] for k, n in terms if k == "I"), None),
+                                      [raw[n] for k, n in terms if k == "R"], args.lambda_c, args.lambda_i,
+                                      args.lambda_r)  # (B,)
+        adv = group_advantages(rewards.view(P_rank, args.group_size), args.adv_eps).view(-1)  # (B,)
+        zero_std = (rewards.view(P_rank, args.group_size).std(dim=1) < 1e-6).float().mean()
+        t2 = time.time()
+
+        # ALGO LOGIC: policy update (μ epochs over micro-batches; one optimizer step per epoch)
+        slices = [slice(i, i + mb) for i in range(0, B_rank, mb)]
+        cond_mb = [{k: v[s] for k, v in cond.items()} for s in slices]
+        uncond_mb = [{k: v[s] for k, v in uncond.items()} if args.guided_logprobs else None for s in slices]
+        with torch.no_grad():
+            old_logp = ref_logp = None  # (B, T)
+            if args.num_inner_epochs > 1:
+                old_logp = torch.cat([score(policy, c, tokens[s], u, **score_kw)[0]
+                                      for c, u, s in zip(cond_mb, uncond_mb, slices)])
+            if ref is not None:
+                ref_logp = torch.cat([score(ref, c, tokens[s], u, **score_kw)[0]
+                                      for c, u, s in zip(cond_mb, uncond_mb, slices)])
+        stats = {"loss": 0.0, "kl": 0.0, "clipfrac": 0.0, "entropy": 0.0}
+        for epoch in range(args.num_inner_epochs):
+            for j, s in enumerate(slices):
+                # Gradients are reduced once per optimizer step, on the last micro-batch. DDP: no_sync around
+                # BOTH forward and backward of the others (DDP decides at forward time whether to sync).
+                # FSDP2: the same switch is a flag on the module.
+                last = j == len(slices) - 1
+                if fsdp:
+                    model.set_requires_gradient_sync(last)
+                ctx = model.no_sync() if ddp and not fsdp and not last else contextlib.nullcontext()
+                with ctx:
+                    logp, ent = score(model, cond_mb[j], tokens[s], uncond_mb[j], **score_kw)  # (mb, T)
+                    old = old_logp[s] if old_logp is not None else logp.detach()
+                    loss, st = grpo_loss(logp, old, ref_logp[s] if ref is not None else None, adv[s],
+                                         args.clip_eps, args.beta)
+                    (loss * mb / B_rank).backward()
+                w = mb / B_rank / args.num_inner_epochs
+                stats["loss"] += loss.item() * w
+                stats["kl"] += st["kl"].item() * w
+                stats["clipfrac"] += st["clipfrac"].item() * w
+                stats["entropy"] += ent.mean().item() * w
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+            grad_norm = grad_norm.full_tensor() if fsdp else grad_norm  # FSDP2: a sharded (DTensor) norm
+            if not (torch.isfinite(grad_norm) and all(torch.isfinite(torch.tensor(v)) for v in stats.values())):
+                fail(f"non-finite loss or gradient at step {step} (the update was not applied); last good "
+                     f"checkpoint: {last_ckpt or 'none'}; resume from it with a lower --lr")
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        t3 = time.time()
+
+        # TRY NOT TO MODIFY: logging (metrics averaged over ranks)
+        metrics = {
+            "charts/reward_mean": rewards.mean().item(), "charts/reward_std": rewards.std().item(),
+            "charts/frac_zero_std_groups": zero_std.item(), "losses/policy_loss": stats["loss"],
+            "losses/kl": stats["kl"], "losses/clipfrac": stats["clipfrac"], "losses/entropy": stats["entropy"],
+            "losses/sample_entropy": sample_entropy.mean().item(), "losses/grad_norm": grad_norm.item(),
+            "perf/images_per_sec": B_rank * world_size / (t3 - t0), "perf/sample_s": t1 - t0,
+            "perf/reward_s": t2 - t1, "perf/update_s": t3 - t2, "charts/lr": scheduler.get_last_lr()[0],
+            **{f"charts/{k}": v.mean().item() for k, v in parts.items()},
+            **{f"rewards/{n}": v.mean().item() for n, v in raw.items()},
+        }
+        if ddp:
+            vec = torch.tensor(list(metrics.values()), device=device)
+            dist.all_reduce(vec, op=dist.ReduceOp.SUM)
+            metrics = {k: v / world_size for k, v in zip(metrics, vec.tolist())}
+            metrics["perf/images_per_sec"] *= world_size
+        metrics["perf/peak_mem_gb"] = (torch.cuda.max_memory_allocated() if use_cuda else
+                                       resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**30
+        logger.log(step, metrics)
+        if master and args.image_every and step % args.image_every == 0:
+            caps = [f"{r:.2f} {t}" for r, t in zip(rewards.tolist(), texts)]
+            save_image_grid(images[:32].float().cpu(), caps[:32], os.path.join(run_dir, f"rollouts_{step:05d}.png"))
+        stop = torch.tensor(float(bool(stop_signal)), device=device)
+        if ddp:  # every rank stops at the same step, even if only one received the signal
+            dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+        if stop.item() or step == args.num_steps or (args.save_every and step % args.save_every == 0):
+            last_ckpt = save(step, metrics)
+        if stop.item():
+            if master:
+                print(f"stopped by a signal after step {step}; continue with --resume {last_ckpt}")
+            logger.close()
+            if ddp:
+                dist.destroy_process_group()
+            sys.exit(0)
+
+    if ddp and not fsdp:  # sanity check: DDP keeps the parameters of every rank identical
+        flat = torch.cat([p.detach().flatten() for p in policy.parameters()])
+        flat0 = flat.clone()
+        dist.broadcast(flat0, src=0)
+        if not torch.equal(flat, flat0):
+            fail(f"rank {rank} parameters differ from rank 0")
+        if master:
+            print(f"parameters identical on all {world_size} ranks")
+    after = evaluate("after")
+    if master and before is not None:
+        print(f"held-out strict GenEval overall: before {before['overall']:.3f} -> after {after['overall']:.3f}")
+    logger.close()
+    if ddp:
+        dist.destroy_process_group()

@@ -1,0 +1,175 @@
+"""Scale and robustness of the algorithm scripts: FSDP2 == DDP, gradient accumulation == one batch,
+interrupt (SIGTERM) + resume == an uninterrupted run, atomic checkpoints, failing rewards and NaNs."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO
+from test_scripts import SCRIPTS, TINY, policy, reward_flags, run
+
+# A user-defined reward (--reward module:factory), imported by the scripts from PYTHONPATH.
+REWARD_MODULE = '''
+import torch
+
+def raises(device="cpu"):
+    calls = []
+    def fn(images, prompts, metadata):
+        calls.append(1)
+        if len(calls) > 1 and any("two" in p for p in prompts):
+            raise ValueError("detector crashed")
+        return images.mean(dim=(1, 2, 3))
+    return fn
+
+def nan(device="cpu"):
+    def fn(images, prompts, metadata):
+        r = images.mean(dim=(1, 2, 3))
+        r[-1] = float("nan")
+        return r
+    return fn
+
+def brightness(device="cpu"):
+    return lambda images, prompts, metadata: images.mean(dim=(1, 2, 3))
+'''
+
+
+def metrics(run_dir):
+    rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    return {r["step"]: {k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows}
+
+
+def user_reward(tmp_path, factory, script, extra=()):
+    (tmp_path / "my_rewards.py").write_text(REWARD_MODULE)
+    env_path = f"{REPO}{os.pathsep}{tmp_path}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": env_path}
+    cmd = [sys.executable, script, *TINY, "--num-steps", "3", "--save-every", "1",
+           *reward_flags(script, f"my_rewards:{factory}"), "--out-dir", str(tmp_path), *extra]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_gradient_accumulation_equals_one_batch(script, tmp_path):
+    """4 micro-batches of 4 images (gradients accumulated) == one batch of 16, after 2 optimizer steps."""
+    name = script[:-3]
+    run([sys.executable, script, *TINY, "--num-steps", "2"], tmp_path / "one")
+    run([sys.executable, script, *TINY, "--num-steps", "2", "--micro-batch-size", "4"], tmp_path / "acc")
+    a, b = policy(tmp_path / "one", name), policy(tmp_path / "acc", name)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4, msg=k)
+    assert any(not torch.equal(a[k], v) for k, v in
+               __import__("common.models", fromlist=["x"]).load_model("tiny").policy.state_dict().items())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_fsdp2_matches_ddp(script, tmp_path):
+    """2 ranks: FSDP2 (sharded, activation checkpointing, 2 micro-batches) == DDP, parameters after 3 steps."""
+    name = script[:-3]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script, *TINY,
+                "--num-steps", "3"]
+    run(torchrun, tmp_path / "ddp")
+    run(torchrun + ["--dist", "fsdp2", "--activation-checkpointing", "--micro-batch-size", "4"], tmp_path / "fsdp")
+    a, b = policy(tmp_path / "ddp", name), policy(tmp_path / "fsdp", name)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-4, msg=k)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_sigterm_then_resume_equals_uninterrupted(script, tmp_path):
+    name = script[:-3]
+    args = [*TINY, "--num-steps", "6", "--image-every", "0"]
+    run([sys.executable, script, *args], tmp_path / "full")
+
+    # interrupted: SIGTERM once two steps are logged; the script finishes its step, saves and exits 0
+    out = tmp_path / "cut"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    p = subprocess.Popen([sys.executable, script, *args, "--out-dir", str(out)], cwd=REPO, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / f"{name}_s0" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 2):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=300)
+    assert p.returncode == 0, stderr[-2000:]
+    stopped = len(log.read_text().splitlines())
+    assert stopped < 6, "the run ended before the signal arrived"
+    assert f"stopped by a signal after step {stopped}" in stdout
+    run([sys.executable, script, *args, "--resume", str(out / f"{name}_s0")], out)  # same run directory
+
+    full, cut = metrics(tmp_path / "full" / f"{name}_s0"), metrics(out / f"{name}_s0")
+    assert sorted(cut) == list(range(1, 7))
+    for step in range(1, 7):
+        assert cut[step] == full[step], step
+    a, b = policy(tmp_path / "full", name), policy(out, name)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_killed_while_saving_keeps_latest(tmp_path, monkeypatch, tiny):
+    from common import checkpoint
+
+    opt = torch.optim.AdamW(tiny.policy.parameters(), lr=1e-3)
+    args = type("A", (), {"x": 1})()
+    state = {"perm": torch.arange(4), "cursor": 0, "order_gen": torch.Generator().get_state()}
+    first = checkpoint.save(str(tmp_path), 1, tiny.policy, opt, None, state, args)
+    before = {k: v.clone() for k, v in tiny.policy.state_dict().items()}
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr(checkpoint, "save_safetensors", killed)
+    with torch.no_grad():
+        for p in tiny.policy.parameters():
+            p.add_(1.0)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(str(tmp_path), 2, tiny.policy, opt, None, state, args)
+    monkeypatch.undo()
+    assert checkpoint.resolve(str(tmp_path)) == first  # latest still names the complete step 1
+    loaded = checkpoint.load(str(tmp_path), tiny.policy, opt, None)
+    assert loaded["step"] == 1 and torch.equal(loaded["perm"], torch.arange(4))
+    assert all(torch.equal(v, before[k]) for k, v in tiny.policy.state_dict().items())
+    # the next complete save cleans the leftover of the killed one and keeps keep_last checkpoints
+    for step in (2, 3, 4):
+        checkpoint.save(str(tmp_path), step, tiny.policy, opt, None, state, args, keep_last=2)
+    assert sorted(os.listdir(tmp_path)) == ["latest", "step_000003", "step_000004"]
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        checkpoint.resolve(str(tmp_path / "step_000001"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_reward_that_raises_names_prompt_and_keeps_checkpoint(script, tmp_path):
+    p = user_reward(tmp_path, "raises", script)
+    assert p.returncode != 0
+    msg = p.stderr.strip().splitlines()[-1]
+    assert msg.startswith("error: reward 'my_rewards:raises' raised ValueError: detector crashed (prompt '")
+    assert "two" in msg.split("(prompt ")[1] and "at step 2" in msg and "step_000001" in msg
+    assert os.path.isfile(tmp_path / f"{script[:-3]}_s0" / "checkpoints" / "step_000001" / "policy.safetensors")
+
+
+def test_reward_returning_nan_names_prompt(tmp_path):
+    p = user_reward(tmp_path, "nan", "grpo_vanilla.py")
+    assert p.returncode != 0
+    assert "reward 'my_rewards:nan' returned nan for prompt '" in p.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_nan_loss_stops_with_message_and_intact_checkpoint(script, tmp_path):
+    """A diverging learning rate: step 1's update overflows the weights, so step 2's loss is NaN."""
+    p = user_reward(tmp_path, "brightness", script, ["--lr", "1e37"])
+    assert p.returncode != 0
+    msg = p.stderr.strip().splitlines()[-1]
+    assert msg.startswith("error: non-finite loss or gradient at step 2 (the update was not applied)"), msg
+    assert "step_000001" in msg
+    from common.checkpoint import resolve
+
+    ckpt = resolve(str(tmp_path / f"{script[:-3]}_s0"))
+    assert ckpt.endswith("step_000001")
+    from common.utils import load_safetensors
+
+    assert all(torch.isfinite(v).all() for v in load_safetensors(os.path.join(ckpt, "policy.safetensors")).values())
