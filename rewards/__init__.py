@@ -19,6 +19,11 @@ REWARDS = {
     "git_vqa": "rewards.git_vqa:load_git_vqa",
     "gdino": "rewards.gdino:load_gdino",
     "hps_git_gdino": "rewards.t2i_r1:make_hps_git_gdino",
+    # AR-GRPO's image-quality and VLM-judge rewards (raw scores; the x2 and /4 weights belong to the trainer)
+    "maniqa": "rewards.maniqa:make_maniqa",
+    "qwen_label": "rewards.qwen_judge:make_qwen_label",
+    "qwen_fake": "rewards.qwen_judge:make_qwen_fake",
+    "qwen_weird": "rewards.qwen_judge:make_qwen_weird",
 }
 
 
