@@ -98,3 +98,14 @@ def test_indivisible_prompts_per_step_under_torchrun(tmp_path):
     p = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "grpo_vanilla.py",
              *TINY, "--prompts-per-step", "3"], tmp_path, check=False)
     assert p.returncode != 0 and "not divisible by world size 2" in p.stderr
+
+
+def test_evaluate_loads_a_runs_latest_checkpoint(tmp_path):
+    run([sys.executable, "grpo_vanilla.py", *TINY, "--num-steps", "1"], tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    p = subprocess.run([sys.executable, "evaluate.py", "--model", "tiny", "--checkpoint", str(tmp_path / "grpo_vanilla_s0"),
+                        "--n", "1", "--grid", ""], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0 and "overall" in p.stdout, p.stderr[-2000:]
+    p = subprocess.run([sys.executable, "evaluate.py", "--model", "tiny", "--checkpoint", str(tmp_path / "nope")],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode != 0 and p.stderr.strip().splitlines()[-1].startswith("error: no complete checkpoint")
