@@ -18,7 +18,7 @@ Implementation choices, each the same in the three authors' releases:
 3. std is the unbiased estimator and ε = 1e-4 (the releases); the papers write no ε.
 4. Every image has T tokens, so the token mean equals Eq. 3's 1/G Σ_i 1/|o_i| Σ_t.
 AR-GRPO, the reward (raw scores s of the reward models; Q the release's quantiser, App. D):
-    r_C = Σ_{s ∈ align} (5·s + Q(s))       Eq. 7: CLIP ViT-B/32 and HPSv2.1 cosines (release weights 5 and 1)
+    r_C = Σ_{s ∈ align} (5·s + Q(s))       Eq. 7: CLIP ViT-B/32 and HPSv2.1 cosines, raw and quantised
     r_I = 2·s_quality                       Eq. 8: MANIQA (KonIQ)
     r_R = Σ_{s ∈ realism} s / 4             Eq. 9: the three Qwen2.5-VL-3B judges (label 0–5, fake, weird 0/1)
     r   = λ_C·r_C + λ_I·r_I + λ_R·r_R       Eq. 10 (λ = 1; Tables 6–8 set some to 0)
