@@ -33,7 +33,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from common.utils import _atomic, load_safetensors, save_safetensors
+from common.utils import write_atomic, load_safetensors, save_safetensors
 
 FILES = ("policy.safetensors", "optimizer.pt", "trainer.pt", "state.json")
 
@@ -42,12 +42,15 @@ def _world():
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
-def _reshard(policy):
-    """FSDP2 keeps the root module gathered after a forward; state dicts are built from the shards."""
+def _reshard(policy) -> bool:
+    """FSDP2 keeps the root module gathered after a forward; state dicts are built from the shards.
+    -> whether `policy` is FSDP2-sharded."""
     from torch.distributed.fsdp import FSDPModule
 
     if isinstance(policy, FSDPModule):
         policy.reshard()
+        return True
+    return False
 
 
 def rng_state() -> dict:
@@ -75,10 +78,10 @@ def save(root: str, step: int, policy: torch.nn.Module, optimizer, scheduler, tr
     (plain, DDP-wrapped or fully_shard-ed). train_state: small picklable values (prompt order, ...).
     -> the checkpoint directory."""
     rank, world = _world()
-    _reshard(policy)
-    full = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    model_sd = get_model_state_dict(policy, options=full)  # rank 0 holds everything under FSDP2
-    optim_sd = get_optimizer_state_dict(policy, optimizer, options=full)
+    if _reshard(policy) or rank == 0:  # FSDP2: a collective gather (rank 0 keeps it); DDP: rank 0's full copy
+        full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_sd = get_model_state_dict(policy, options=full)
+        optim_sd = get_optimizer_state_dict(policy, optimizer, options=full)
     rngs = [None] * world
     if world > 1:
         dist.all_gather_object(rngs, rng_state())
@@ -101,11 +104,16 @@ def save(root: str, step: int, policy: torch.nn.Module, optimizer, scheduler, tr
         if os.path.isdir(final):  # re-saving a step (e.g. after a resume): replace it
             shutil.rmtree(final)
         os.replace(tmp, final)  # the checkpoint exists only once it is complete
-        _atomic(os.path.join(root, "latest"), lambda p: open(p, "w").write(name + "\n"))
+        write_atomic(os.path.join(root, "latest"), lambda p: _write_text(p, name + "\n"))
         _prune(root, keep_last, keep=name)
     if world > 1:
         dist.barrier()
     return final
+
+
+def _write_text(path: str, text: str):
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def _prune(root: str, keep_last: int, keep: str):

@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.utils import state_dict_mismatch, unwrap_state_dict
+
 
 def find_multiple(n: int, k: int) -> int:
     return n if n % k == 0 else n + k - (n % k)
@@ -549,18 +551,11 @@ def read_official_state_dict(path: str, trust_pickle: bool = False) -> dict[str,
             f"{path}: safe (weights_only) loading refused it ({reason}); if you trust the file, "
             f"set LLAMAGEN_TRUST_PICKLE=1 (or pass trust_pickle=True)"
         ) from None
-    if isinstance(obj, dict):
-        for key in ("model", "module", "state_dict"):
-            if isinstance(obj.get(key), dict):
-                return obj[key]
-        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return obj
+    sd = unwrap_state_dict(obj, ("model", "module", "state_dict"))
+    if sd is not None:
+        return sd
     top = list(obj)[:6] if isinstance(obj, dict) else type(obj).__name__
     raise ValueError(f"{path}: no 'model', 'module' or 'state_dict' entry holding the weights (found: {top})")
-
-
-def _few(keys: list[str], n: int = 4) -> str:
-    return ", ".join(keys[:n]) + (f", ... (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
 def load_state_dict_strict(module: nn.Module, sd: dict[str, torch.Tensor], source: str, what: str) -> nn.Module:
@@ -568,15 +563,10 @@ def load_state_dict_strict(module: nn.Module, sd: dict[str, torch.Tensor], sourc
     live on the meta device). Floating tensors are cast to the module's dtype. A mismatch raises ONE line
     naming a few missing / unexpected / wrongly shaped keys."""
     expected = module.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    wrong = [f"{k} {tuple(sd[k].shape)} vs {tuple(expected[k].shape)}" for k in sorted(set(sd) & set(expected))
-             if tuple(sd[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        parts = [f"{name} {len(ks)}: {_few(ks)}" for name, ks in
-                 (("missing", missing), ("unexpected", unexpected), ("wrong shape (file vs model)", wrong)) if ks]
-        raise ValueError(f"{source} does not match {what}: "
-                         + "; ".join(parts) + " (wrong model name/preset, or not a LlamaGen checkpoint?)")
+    mismatch = state_dict_mismatch(expected, sd)
+    if mismatch:
+        raise ValueError(f"{source} does not match {what}: {mismatch} (wrong model name/preset, or not a LlamaGen "
+                         f"checkpoint?)")
     sd = {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in sd.items()}
     module.load_state_dict(sd, strict=True, assign=True)
     return module

@@ -7,7 +7,6 @@ import random
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 
 def seed_everything(seed: int, deterministic: bool = True):
@@ -36,7 +35,7 @@ def rollout_noise(seed: int, step: int, group_ids: list[int], group_size: int, n
     return torch.cat(rows)
 
 
-def _atomic(path: str, write):
+def write_atomic(path: str, write):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     write(tmp)
@@ -47,7 +46,7 @@ def save_safetensors(state_dict: dict, path: str, metadata: dict | None = None):
     from safetensors.torch import save_file
 
     sd = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
-    _atomic(path, lambda p: save_file(sd, p, metadata=metadata))
+    write_atomic(path, lambda p: save_file(sd, p, metadata=metadata))
 
 
 def load_safetensors(path: str, device="cpu") -> dict:
@@ -58,8 +57,35 @@ def load_safetensors(path: str, device="cpu") -> dict:
     return load_file(path, device=str(device))
 
 
+def unwrap_state_dict(obj, keys=("model", "module", "state_dict", "params")) -> dict | None:
+    """The tensors of a loaded checkpoint: the dict under the first of `keys` present, else `obj` itself when
+    it is a dict of tensors; None when there is none."""
+    if isinstance(obj, dict):
+        for key in keys:
+            if isinstance(obj.get(key), dict):
+                return obj[key]
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+    return None
+
+
+def state_dict_mismatch(expected: dict, sd: dict, optional: tuple[str, ...] = ()) -> str:
+    """'' when `sd` has every key of `expected` (a key containing one of `optional` may be absent), no other
+    key and the same shapes; otherwise one line naming a few missing / unexpected / wrongly shaped keys."""
+    def few(ks, n=4):
+        return ", ".join(ks[:n]) + (f", ... (+{len(ks) - n} more)" if len(ks) > n else "")
+
+    missing = sorted(k for k in expected if k not in sd and not any(o in k for o in optional))
+    unexpected = sorted(k for k in sd if k not in expected)
+    wrong = [f"{k} {tuple(sd[k].shape)} vs {tuple(expected[k].shape)}" for k in sorted(set(sd) & set(expected))
+             if tuple(sd[k].shape) != tuple(expected[k].shape)]
+    return "; ".join(f"{name} {len(ks)}: {few(ks)}" for name, ks in
+                     (("missing", missing), ("unexpected", unexpected), ("wrong shape (file vs model)", wrong)) if ks)
+
+
 def save_image_grid(images: torch.Tensor, captions: list[str], path: str, ncol: int = 8, scale: int = 2):
     """images (N, 3, H, W) in [0, 1] -> one PNG with a caption under each image."""
+    from PIL import Image, ImageDraw
     N, _, H, W = images.shape
     ncol = min(ncol, N)
     nrow = (N + ncol - 1) // ncol
@@ -74,7 +100,7 @@ def save_image_grid(images: torch.Tensor, captions: list[str], path: str, ncol: 
         text = captions[i] if i < len(captions) else ""
         for j, line in enumerate([text[k : k + w // 6] for k in range(0, len(text), w // 6)][:2]):
             draw.text((c * w + 2, r * (h + cap) + h + j * 11), line, fill="black")
-    _atomic(path, lambda p: canvas.save(p, format="PNG"))
+    write_atomic(path, lambda p: canvas.save(p, format="PNG"))
 
 
 class Logger:

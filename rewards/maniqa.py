@@ -44,6 +44,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from common.utils import state_dict_mismatch, unwrap_state_dict
+
 from rewards.clip import resize
 from rewards.hub import hub_file
 
@@ -321,28 +323,14 @@ _OPTIONAL = ("relative_position_index", "attn_mask", "swintransformer1.downsampl
              "vit.norm.", "vit.head.")
 
 
-def _optional(key: str) -> bool:
-    return any(p in key for p in _OPTIONAL)
-
-
-def _few(keys: list[str], n: int = 4) -> str:
-    return ", ".join(keys[:n]) + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
-
-
 def load_maniqa_state_dict(model: MANIQA, state_dict: dict[str, torch.Tensor], source: str = "the checkpoint"):
     """Load `state_dict` (a `module.` prefix is stripped) into `model`; every tensor that affects the score must
     be present with the right shape and no unknown key may appear, else a one-line ValueError names a few."""
     sd = {k.removeprefix("module."): v for k, v in state_dict.items()}
-    own = model.state_dict()
-    missing = sorted(k for k in own if k not in sd and not _optional(k))
-    unexpected = sorted(k for k in sd if k not in own)
-    shapes = sorted(f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in sd
-                    if k in own and tuple(sd[k].shape) != tuple(own[k].shape))
-    if missing or unexpected or shapes:
-        parts = [f"{name}: {_few(keys)}" for name, keys in (("missing", missing), ("unexpected", unexpected),
-                                                            ("wrong shape", shapes)) if keys]
-        raise ValueError(f"reward 'maniqa': {source} does not fit the MANIQA (KonIQ) layout; " + "; ".join(parts)
-                         + f" (expected {MANIQA_FILE} from the hub repo {MANIQA_REPO})")
+    mismatch = state_dict_mismatch(model.state_dict(), sd, _OPTIONAL)
+    if mismatch:
+        raise ValueError(f"reward 'maniqa': {source} does not fit the MANIQA (KonIQ) layout; {mismatch} "
+                         f"(expected {MANIQA_FILE} from the hub repo {MANIQA_REPO})")
     model.load_state_dict(sd, strict=False)
     return model
 
@@ -356,11 +344,8 @@ def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise RuntimeError(f"reward 'maniqa': cannot read {path!r} as a PyTorch state dict with weights_only=True "
                            f"({type(e).__name__}: {first}); use {MANIQA_FILE} from the hub repo {MANIQA_REPO}") from e
-    for key in ("params", "state_dict", "model"):
-        if isinstance(ckpt, dict) and isinstance(ckpt.get(key), dict):
-            ckpt = ckpt[key]
-            break
-    if not isinstance(ckpt, dict) or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+    ckpt = unwrap_state_dict(ckpt, ("params", "state_dict", "model"))
+    if ckpt is None:
         raise RuntimeError(f"reward 'maniqa': {path!r} is not a state dict of tensors "
                            f"(use {MANIQA_FILE} from the hub repo {MANIQA_REPO})")
     return ckpt

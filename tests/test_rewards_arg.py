@@ -186,9 +186,9 @@ def test_maniqa_checkpoint_loading_and_errors(maniqa, tmp_path):
                 and "attn_mask" not in k and not k.startswith(("vit.head", "vit.norm"))}
     with torch.no_grad():
         torch.testing.assert_close(load_maniqa_state_dict(MANIQA(**TINY), optional).eval()(img), maniqa(img))
-    for bad, what in (({k: v for k, v in sd.items() if k != "conv1.weight"}, "missing: conv1.weight"),
-                      ({**sd, "extra.weight": torch.zeros(1)}, "unexpected: extra.weight"),
-                      ({**sd, "conv2.bias": torch.zeros(3)}, "wrong shape: conv2.bias")):
+    for bad, what in (({k: v for k, v in sd.items() if k != "conv1.weight"}, "missing 1: conv1.weight"),
+                      ({**sd, "extra.weight": torch.zeros(1)}, "unexpected 1: extra.weight"),
+                      ({**sd, "conv2.bias": torch.zeros(3)}, "wrong shape (file vs model) 1: conv2.bias")):
         with pytest.raises(ValueError) as e:
             load_maniqa_state_dict(MANIQA(**TINY), bad)
         assert what in str(e.value) and "\n" not in str(e.value)
