@@ -19,30 +19,34 @@ Implementation choices, each the same in the three authors' releases:
 1. μ = 1 inner epoch by default, so π_old = π_θ and ρ ≡ 1 (its gradient is ∇log π): the loss VALUE is
    ≈ 0 while its gradient is not. Watch the reward, not the loss.
 2. Images are sampled from the CFG-guided distribution, but log π, log π_ref, the KL and the logged
-   entropy use the CONDITIONAL-only logits at temperature 1 (STAGE spec §1.5, GCPO §2.4, AR-GRPO §2.3).
-   `--guided-logprobs` scores under the guided sampling distribution instead.
+   entropy use the CONDITIONAL-only logits at temperature 1, as the three releases do (docs: each
+   algorithm's paper-vs-code table). `--guided-logprobs` scores under CFG and temperature instead, without
+   top-k/top-p (a token outside the filtered support would get log p = −inf after the update).
 3. std is the unbiased estimator and ε = 1e-4 (the releases); the papers write no ε.
 4. Every image has 3k critical tokens, so the mean over them equals the per-image mean, then the batch mean.
+5. `--dtype bfloat16` is mixed precision with fp32 master weights (the releases' DeepSpeed bf16 mode);
+   `--dtype bfloat16-pure` casts the policy and its AdamW state to bf16 (the AR-GRPO t2i release).
 GCPO choices (gcpo.md §10 lists how the release differs from the paper):
-5. w is detached, so only critical tokens get gradient (the paper). The release does not detach it, and every
+6. w is detached, so only critical tokens get gradient (the paper). The release does not detach it, and every
    token before a critical one gets gradient through w, the earliest the most: `--no-detach-weight` (§6.2).
-6. s compares the VQ codebook vectors bk.codebook(ids) (the LlamaGen release); the Janus release compares the
+7. s compares the VQ codebook vectors bk.codebook(ids) (the LlamaGen release); the Janus release compares the
    post-aligner LLM-input embeddings: `--sim-embedding input` (for backends with bk.input_embeds(ids)).
-7. c and ρ_sel are Args (the releases hard-code 0.5 and 0.1; A.1 lists c = 0.5/1/0.5/0.6/1). H includes any
+8. c and ρ_sel are Args (the releases hard-code 0.5 and 0.1; A.1 lists c = 0.5/1/0.5/0.6/1). H includes any
    temperature/top-k/top-p (the releases: T = 1, no filtering). The grid is bk.grid (releases: √N × √N), the
    window is cut at N, ties go to the lower position (torch.topk: unspecified).
-8. π_ref is built even when β = 0, since w needs it (the release then uses log π_ref = 0). `losses/kl` is the
+9. π_ref is built even when β = 0, since w needs it (the release then uses log π_ref = 0). `losses/kl` is the
    mean over ALL tokens; `gcpo/frac_critical` (= 3k/N) and `gcpo/weight_mean` (over C) are logged too.
 
 Run:
     python gcpo.py                                          # the ShapeWorld toy on CPU, minutes
-    python gcpo.py --preset janus1b_hps --prompts FILE      # paper App. A.1 (PRESETS); explicit flags still win
+    python gcpo.py --preset janus1b_hps                     # paper App. A.1 (PRESETS); explicit flags still win
     torchrun --standalone --nproc_per_node=2 gcpo.py        # gloo on CPU, nccl on GPUs
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import os
 import resource
 import signal
@@ -57,12 +61,12 @@ import torch.nn.functional as F
 import tyro
 from tqdm import tqdm
 
-from common.evaluation import geneval_eval
+from common.evaluation import check_eval, geneval_eval
 from common.models import MODELS, load_model
 from common.prompts import load_prompts
 from common.sampling import cond_repeat, sample, score
 from common import checkpoint
-from common.distributed import activation_checkpointing, gathered, shard
+from common.distributed import activation_checkpointing, gathered, mixed_precision, shard
 from common.utils import Logger, make_generator, rollout_noise, save_image_grid, seed_everything
 from rewards import RewardError, check_reward, compute_rewards, get_reward
 
@@ -89,8 +93,9 @@ class Args:
     # Model and data
     model: str = "toy"
     """backend name ('toy' = shipped ShapeWorld model, 'tiny' = random test model) or a weights directory"""
-    dtype: str = "float32"
-    """policy dtype: float32 or bfloat16"""
+    dtype: Literal["float32", "bfloat16", "bfloat16-pure"] = "float32"
+    """bfloat16: bf16 compute, fp32 master weights, gradients and AdamW state (the releases' DeepSpeed bf16);
+    bfloat16-pure: everything in bf16 (updates below ~1e-3 of a weight round away)"""
     prompts: str = "data/shapeworld/train.jsonl"
     """training prompts: .jsonl (GenEval metadata per line) or .txt (one prompt per line)"""
     reward: str = "geneval"
@@ -99,6 +104,8 @@ class Args:
     """held-out GenEval-format prompts scored before and after training ('' = no evaluation)"""
     eval_samples: int = 8
     """images per held-out prompt in the before/after evaluation (0 = no evaluation)"""
+    eval_detector: Literal["shapeworld", "coco"] = "shapeworld"
+    """GenEval detector of the evaluation: the toy's, or Mask2Former + CLIP colours on real images"""
     # Sampling
     cfg_scale: float = 3.0
     """classifier-free guidance scale s: l_u + s·(l_c − l_u)"""
@@ -126,7 +133,7 @@ class Args:
     adv_eps: float = 1e-4
     """ε added to the group std of the rewards"""
     guided_logprobs: bool = False
-    """score log-probs under the CFG-guided sampling distribution instead of conditional-only"""
+    """score log-probs under CFG and temperature (the sampling distribution without top-k/top-p filtering)"""
     # Optimisation
     lr: float = 5e-5
     """AdamW learning rate"""
@@ -135,7 +142,9 @@ class Args:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     """AdamW betas"""
     lr_schedule: Literal["constant", "linear"] = "constant"
-    """learning rate: constant, or linear decay to 0 over num_steps (the releases' Trainer default)"""
+    """learning rate: constant, or linear decay to 0 over lr_decay_steps (the releases' Trainer default)"""
+    lr_decay_steps: int = 0
+    """linear schedule: steps until the LR reaches 0 (0 = num_steps; the releases: their epochs' length)"""
     max_grad_norm: float = 1.0
     """gradient clipping norm"""
     micro_batch_size: int = 0
@@ -154,21 +163,32 @@ class Args:
     """detach w: only critical tokens get gradient (the paper); --no-detach-weight = the release (gcpo.md §6.2)"""
     sim_embedding: Literal["codebook", "input"] = "codebook"
     """embeddings the group similarity compares: 'codebook' (VQ vectors) or 'input' (bk.input_embeds, Janus)"""
+    t5_template: str = "{}"
+    """LlamaGen t2i: the T5 input around the caption ('<|t2i|>A photo of {}<|soi|>' = the GCPO release)"""
     preset: Literal["toy", "llamagen_hps", "janus1b_geneval", "janus1b_hps", "janus7b_geneval", "janus7b_hps"] = "toy"
     """paper hyperparameters (App. A.1, PRESETS); flags given explicitly still win"""
 
 
-# Paper App. A.1 (max grad norm 1.0 everywhere, bf16, no held-out toy evaluation; pass --prompts yourself).
+# Paper App. A.1 (max grad norm 1.0 everywhere; bf16 with fp32 master weights, the releases' DeepSpeed bf16).
 # prompts_per_step = prompts/device x accumulation x 4 GPUs (the release scripts); micro_batch_size = one device's
 # images per micro-step. GenEval is the binary correctness (the Janus release), our "geneval_coco_strict".
+# Each preset also names its training prompts (common/prompts.py SOURCES says how to get each file) and its
+# evaluation: GenEval's 553 prompts x 4 images with the real detector before and after training for the GenEval
+# presets; none for HPS (the paper scores it after training on its own benchmark).
 _A1 = ("model", "reward", "lr", "beta", "group_size", "cfg_scale", "prompts_per_step", "micro_batch_size",
        "num_steps", "weight_clip")
-PRESETS = {"toy": {}} | {n: dict(zip(_A1, row), dtype="bfloat16", max_grad_norm=1.0, eval_prompts="") for n, row in {
-    "llamagen_hps":    ("llamagen-t2i-xl", "hps", 1e-5, 0.04, 8, 1.0, 16, 16, 900, 0.5),
-    "janus1b_geneval": ("janus-pro-1b", "geneval_coco_strict", 3e-6, 0.01, 4, 5.0, 8, 8, 1600, 1.0),
-    "janus1b_hps":     ("janus-pro-1b", "hps", 1e-6, 0.01, 4, 5.0, 8, 8, 1600, 0.5),
-    "janus7b_geneval": ("janus-pro-7b", "geneval_coco_strict", 3e-6, 0.01, 4, 5.0, 8, 8, 1600, 0.6),
-    "janus7b_hps":     ("janus-pro-7b", "hps", 1e-6, 0.01, 8, 5.0, 16, 32, 1600, 1.0),
+_GENEVAL = dict(prompts="data/geneval/train.jsonl", eval_prompts="data/geneval/evaluation_metadata.jsonl",
+                eval_detector="coco", eval_samples=4)
+_JANUS_HPS = dict(prompts="data/hps/hps_train_metadata.json", eval_prompts="")
+_LLAMAGEN_HPS = dict(prompts="data/hps/train_data.json", eval_prompts="", t5_template="<|t2i|>A photo of {}<|soi|>")
+PRESETS = {"toy": {}} | {n: dict(zip(_A1, row), dtype="bfloat16", max_grad_norm=1.0,
+                                 sim_embedding="codebook" if row[0].startswith("llamagen") else "input", **extra)
+                         for n, (row, extra) in {
+    "llamagen_hps":    (("llamagen-t2i-xl", "hps", 1e-5, 0.04, 8, 1.0, 16, 16, 900, 0.5), _LLAMAGEN_HPS),
+    "janus1b_geneval": (("janus-pro-1b", "geneval_coco_strict", 3e-6, 0.01, 4, 5.0, 8, 8, 1600, 1.0), _GENEVAL),
+    "janus1b_hps":     (("janus-pro-1b", "hps", 1e-6, 0.01, 4, 5.0, 8, 8, 1600, 0.5), _JANUS_HPS),
+    "janus7b_geneval": (("janus-pro-7b", "geneval_coco_strict", 3e-6, 0.01, 4, 5.0, 8, 8, 1600, 0.6), _GENEVAL),
+    "janus7b_hps":     (("janus-pro-7b", "hps", 1e-6, 0.01, 8, 5.0, 16, 32, 1600, 1.0), _JANUS_HPS),
 }.items()}
 
 
@@ -282,11 +302,11 @@ if __name__ == "__main__":
         fail(f"--group-size must be >= 2 (advantages compare samples within a group), got {args.group_size}")
     if args.prompts_per_step % world_size:
         fail(f"--prompts-per-step {args.prompts_per_step} is not divisible by world size {world_size}")
-    if args.dtype not in ("float32", "bfloat16"):
-        fail(f"--dtype must be float32 or bfloat16, got {args.dtype!r}")
     try:
         train_prompts = load_prompts(args.prompts)
         eval_prompts = load_prompts(args.eval_prompts) if args.eval_prompts and args.eval_samples > 0 else []
+        if eval_prompts:
+            check_eval(eval_prompts, args.eval_detector)
         check_reward(args.reward, train_prompts)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
@@ -306,7 +326,13 @@ if __name__ == "__main__":
 
     # TRY NOT TO MODIFY: seeding (same init on every rank, seed + rank for rollouts)
     seed_everything(args.seed)
-    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+    # Mixed precision (--dtype bfloat16), as DeepSpeed's bf16 mode in the releases: the policy's parameters, their
+    # gradients (so the DDP all-reduce) and AdamW's moments stay fp32; autocast runs the matmuls in bf16. FSDP2
+    # does the same through its MixedPrecisionPolicy (bf16 all-gathers, fp32 reduce-scatter). The frozen
+    # reference needs no master copy: it is kept in bf16.
+    mixed = args.dtype == "bfloat16"
+    dtype = torch.bfloat16 if args.dtype == "bfloat16-pure" else torch.float32
+    amp = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=mixed)
     try:  # missing weights or packages of the reward or the model: one line, before any training
         bk = load_model(args.model, device, dtype)  # first: the seed alone fixes its initialisation
         reward_fn = get_reward(args.reward, device=device)
@@ -316,19 +342,29 @@ if __name__ == "__main__":
         fail(f"--critical-frac {args.critical_frac}: need 1 <= int(frac·N) <= N/3 for N = {bk.num_tokens} tokens")
     if args.sim_embedding == "input" and not hasattr(bk, "input_embeds"):
         fail(f"--sim-embedding input: backend {args.model!r} has no input_embeds(ids); use codebook")
+    if args.t5_template != "{}":
+        if args.t5_template.count("{}") != 1:
+            fail(f"--t5-template {args.t5_template!r} must hold the caption's place as one {{}}")
+        if not hasattr(getattr(bk, "text", None), "template"):
+            fail(f"--t5-template: backend {args.model!r} has no T5 caption encoder")
+        bk.text.template = args.t5_template
     policy = bk.policy
     ref = copy.deepcopy(policy).requires_grad_(False)  # always: the dynamic weight needs π_ref even when β = 0
+    if mixed and ref is not None:  # frozen: no fp32 master copy needed
+        ref.to(torch.bfloat16)
     if args.activation_checkpointing:
         activation_checkpointing(policy)
     if fsdp:  # shard the policy and the reference: each rank holds 1/world_size of every block
         example = bk.cond([train_prompts[0]["prompt"]])
-        model = shard(policy, example, device, world_size)
-        ref = shard(ref, example, device, world_size) if ref is not None else None
+        mp = mixed_precision(mixed)
+        model = shard(policy, example, device, world_size, mp)
+        ref = shard(ref, example, device, world_size, mp) if ref is not None else None
     else:
         model = torch.nn.parallel.DistributedDataParallel(policy) if ddp else policy
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=args.adam_betas, weight_decay=args.weight_decay)
-    decay = (lambda i: 1 - i / args.num_steps) if args.lr_schedule == "linear" else (lambda i: 1.0)
+    decay_steps = args.lr_decay_steps or args.num_steps
+    decay = (lambda i: max(0.0, 1 - i / decay_steps)) if args.lr_schedule == "linear" else (lambda i: 1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
     order_gen = make_generator(args.seed)  # prompt order: identical on every rank
     perm, cursor, start_step = torch.randperm(len(train_prompts), generator=order_gen), 0, 0
@@ -352,16 +388,14 @@ if __name__ == "__main__":
     def evaluate(tag: str):
         if not eval_prompts:
             return None
-        with gathered(model):  # FSDP2: whole parameters for the sampler on every rank
-            if master:
-                summary, images, captions = geneval_eval(bk, eval_prompts, args.eval_samples,
-                                                         cfg_scale=args.cfg_scale, temperature=args.temperature,
-                                                         top_k=args.top_k, top_p=args.top_p)
-                save_image_grid(images[:64], captions[:64], os.path.join(run_dir, f"eval_{tag}.png"))
-                print(f"held-out strict GenEval ({tag}): " + " | ".join(f"{k} {v:.3f}" for k, v in summary.items()))
-            if ddp:
-                dist.barrier()
-        return summary if master else None
+        with gathered(model), amp():  # FSDP2: whole parameters for the sampler; every rank scores its share
+            summary, images, captions = geneval_eval(bk, eval_prompts, args.eval_samples, cfg_scale=args.cfg_scale,
+                                                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                                     detector=args.eval_detector, rank=rank, world_size=world_size)
+        if master:
+            save_image_grid(images[:64], captions[:64], os.path.join(run_dir, f"eval_{tag}.png"))
+            print(f"held-out strict GenEval ({tag}): " + " | ".join(f"{k} {v:.3f}" for k, v in summary.items()))
+        return summary
 
     # SIGTERM (schedulers' preemption) or Ctrl-C: finish the step, save a checkpoint, exit cleanly
     stop_signal = []
@@ -375,7 +409,9 @@ if __name__ == "__main__":
 
     before = evaluate("before") if not args.resume else None
     sample_kw = dict(cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    score_kw = sample_kw if args.guided_logprobs else {}
+    # guided scoring keeps CFG and temperature but not top-k/top-p: a token the filter drops after the update
+    # (or under π_ref) would otherwise get log p = −inf
+    score_kw = dict(cfg_scale=args.cfg_scale, temperature=args.temperature) if args.guided_logprobs else {}
     for step in tqdm(range(start_step + 1, args.num_steps + 1), disable=not master, desc=args.exp_name):
         t0 = time.time()
         # the next P prompts of a shuffled epoch; rank r takes its contiguous share
@@ -391,7 +427,7 @@ if __name__ == "__main__":
         metas = [m for m in batch for _ in range(args.group_size)]
         cond = cond_repeat(bk.cond([m["prompt"] for m in batch]), args.group_size)
         noise = rollout_noise(args.seed, step, group_ids, args.group_size, bk.num_tokens)  # (B, T) uniforms
-        with gathered(model):  # FSDP2: gather the shards once for the whole rollout (a no-op otherwise)
+        with gathered(model), amp():  # FSDP2: gather the shards once for the whole rollout (a no-op otherwise)
             uncond = bk.uncond(cond)
             tokens, _, sample_entropy = sample(policy, cond, uncond, bk.num_tokens, noise=noise,
                                                chunk_size=args.sample_chunk, **sample_kw)  # (B, T)
@@ -415,7 +451,7 @@ if __name__ == "__main__":
         slices = [slice(i, i + mb) for i in range(0, B_rank, mb)]
         cond_mb = [{k: v[s] for k, v in cond.items()} for s in slices]
         uncond_mb = [{k: v[s] for k, v in uncond.items()} if args.guided_logprobs else None for s in slices]
-        with torch.no_grad():
+        with torch.no_grad(), amp():
             old_logp = ref_logp = None  # (B, T)
             if args.num_inner_epochs > 1:
                 old_logp = torch.cat([score(policy, c, tokens[s], u, **score_kw)[0]
@@ -434,7 +470,8 @@ if __name__ == "__main__":
                     model.set_requires_gradient_sync(last)
                 ctx = model.no_sync() if ddp and not fsdp and not last else contextlib.nullcontext()
                 with ctx:
-                    logp, ent = score(model, cond_mb[j], tokens[s], uncond_mb[j], **score_kw)  # (mb, T)
+                    with amp():
+                        logp, ent = score(model, cond_mb[j], tokens[s], uncond_mb[j], **score_kw)  # (mb, T) fp32
                     old = old_logp[s] if old_logp is not None else logp.detach()
                     weight = dynamic_weight(logp, ref_logp[s], args.weight_clip, args.detach_weight)  # (mb, T)
                     loss, st = gcpo_loss(logp, old, ref_logp[s] if ref is not None else None, adv[s], mask[s], weight,
@@ -456,9 +493,12 @@ if __name__ == "__main__":
         scheduler.step()
         t3 = time.time()
 
-        # TRY NOT TO MODIFY: logging (metrics averaged over ranks)
+        # TRY NOT TO MODIFY: logging (metrics averaged over ranks; the reward std over every image of the step)
+        every = [torch.empty_like(rewards) for _ in range(world_size)] if ddp else [rewards]
+        if ddp:
+            dist.all_gather(every, rewards)
         metrics = {
-            "charts/reward_mean": rewards.mean().item(), "charts/reward_std": rewards.std().item(),
+            "charts/reward_mean": rewards.mean().item(), "charts/reward_std": torch.cat(every).std().item(),
             "charts/frac_zero_std_groups": zero_std.item(), "losses/policy_loss": stats["loss"],
             "losses/kl": stats["kl"], "losses/clipfrac": stats["clipfrac"], "losses/entropy": stats["entropy"],
             "losses/sample_entropy": sample_entropy.mean().item(), "losses/grad_norm": grad_norm.item(),

@@ -29,19 +29,31 @@ def activation_checkpointing(policy: nn.Module):
     return policy
 
 
-def shard(policy: nn.Module, cond: dict, device: torch.device, world_size: int) -> nn.Module:
+def mixed_precision(enabled: bool):
+    """FSDP2's bf16 mixed precision: shards (and so AdamW) stay in their fp32 dtype, parameters are all-gathered
+    and used in bf16, gradients are reduce-scattered and accumulated in fp32. None when not enabled."""
+    if not enabled:
+        return None
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+
+
+def shard(policy: nn.Module, cond: dict, device: torch.device, world_size: int, mp_policy=None) -> nn.Module:
     """FSDP2: shard every block, then the policy (in place). cond: any condition batch, for the root
-    forward that initialises FSDP2. Returns the policy, which is now an FSDPModule."""
+    forward that initialises FSDP2; mp_policy: `mixed_precision(...)` or None. Returns the policy, which is
+    now an FSDPModule."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     mesh = init_device_mesh(device.type, (world_size,))
+    kw = {"mp_policy": mp_policy} if mp_policy is not None else {}
     for layer in policy.layers:
-        fully_shard(layer, mesh=mesh)
-    fully_shard(policy, mesh=mesh)
-    with torch.no_grad():  # make the policy FSDP2's root (see the module docstring)
-        first = {k: v[:1] for k, v in cond.items()}
-        policy(first, torch.zeros(1, 0, dtype=torch.long, device=device))
+        fully_shard(layer, mesh=mesh, **kw)
+    fully_shard(policy, mesh=mesh, **kw)
+    first = {k: v[:1] for k, v in cond.items()}
+    with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=mp_policy is not None):
+        policy(first, torch.zeros(1, 0, dtype=torch.long, device=device))  # the policy becomes FSDP2's root
     policy.reshard()  # the root stays gathered after a forward; the optimizer must see the sharded parameters
     return policy
 

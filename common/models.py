@@ -91,12 +91,15 @@ class T5CaptionEncoder(nn.Module):
     (120), and encoded with the attention mask. Padding (ar_grpo.md §1.9 item 4, §4):
     - default, LlamaGen's pre-training: valid features at the END of the slots, padded slots zero (left padding);
     - right_pad=True, the AR-GRPO release: T5's right padding, padded slots keep their non-zero encoder outputs.
-    Padded slots are masked either way. `right_pad` is read at every call, so it can be flipped after loading.
+    Padded slots are masked either way. `template` wraps the cleaned caption (the GCPO release feeds T5
+    "<|t2i|>A photo of {caption}<|soi|>"). Both attributes are read at every call, so they can be set after loading.
     """
 
-    def __init__(self, encoder: nn.Module, tokenizer, max_len: int = 120, right_pad: bool = False):
+    def __init__(self, encoder: nn.Module, tokenizer, max_len: int = 120, right_pad: bool = False,
+                 template: str = "{}"):
         super().__init__()
         self.encoder, self.tokenizer, self.max_len, self.right_pad = encoder, tokenizer, max_len, right_pad
+        self.template = template
         self.tokenizer.padding_side = "right"
 
     @staticmethod
@@ -105,7 +108,8 @@ class T5CaptionEncoder(nn.Module):
 
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> ids (B, max_len), mask (B, max_len) bool, right-padded (what T5 expects)."""
-        t = self.tokenizer([self.clean(p) for p in prompts], max_length=self.max_len, padding="max_length",
+        t = self.tokenizer([self.template.format(self.clean(p)) for p in prompts], max_length=self.max_len,
+                           padding="max_length",
                            truncation=True, return_tensors="pt")
         device = next(self.encoder.parameters()).device
         return t["input_ids"].to(device), t["attention_mask"].to(device).bool()
@@ -284,6 +288,8 @@ class LlamaGenCheckpoint(NamedTuple):
 LLAMAGEN_CHECKPOINTS = {
     "llamagen-c2i-b": LlamaGenCheckpoint("c2i", "B", 256, "c2i_B_256.pt", "vq_ds16_c2i.pt", _C2I_URL),
     "llamagen-c2i-l": LlamaGenCheckpoint("c2i", "L", 256, "c2i_L_256.pt", "vq_ds16_c2i.pt", _C2I_URL),
+    "llamagen-c2i-b-384": LlamaGenCheckpoint("c2i", "B", 384, "c2i_B_384.pt", "vq_ds16_c2i.pt", _C2I_URL),
+    "llamagen-c2i-l-384": LlamaGenCheckpoint("c2i", "L", 384, "c2i_L_384.pt", "vq_ds16_c2i.pt", _C2I_URL),
     "llamagen-c2i-xl": LlamaGenCheckpoint("c2i", "XL", 384, "c2i_XL_384.pt", "vq_ds16_c2i.pt", _C2I_URL),
     "llamagen-t2i-xl": LlamaGenCheckpoint("t2i", "XL", 256, "t2i_XL_stage1_256.pt", "vq_ds16_t2i.pt", _T2I_URL),
 }
@@ -335,16 +341,21 @@ def load_llamagen(
                     settable later as bk.text.right_pad)
     trust_pickle    allow non-weights pickles in the .pt files; default: $LLAMAGEN_TRUST_PICKLE == "1"
     gpt_overrides, vq_config, image_size    replace the official configuration (tiny models in tests)
-    c2i: class names come from $LLAMAGEN_CLASS_NAMES or <weights_dir>/imagenet_classes.txt when present.
+    c2i: class names come from $LLAMAGEN_CLASS_NAMES, else <weights_dir>/imagenet_classes.txt (required: checked
+    with the weights, before anything is built).
     """
     ck = LLAMAGEN_CHECKPOINTS[name]
     folder = weights_dir or os.environ.get(LLAMAGEN_DIR_ENV) or LLAMAGEN_DEFAULT_DIR
+    names_path = os.environ.get(CLASS_NAMES_ENV) or os.path.join(folder, CLASS_NAMES_FILE)
     needed = [ck.gpt_file, ck.vq_file] + ([T5_DIR] if ck.task == "t2i" else [])
     missing = [f for f in needed if not os.path.exists(os.path.join(folder, f))]
     if missing:
         urls = " ".join(T5_URL if f == T5_DIR else ck.url + f for f in missing)
         raise FileNotFoundError(f"{name} needs {', '.join(missing)} in {folder} (set ${LLAMAGEN_DIR_ENV} to the "
                                 f"folder that holds them); download: {urls}")
+    if ck.task == "c2i" and not os.path.isfile(names_path):  # every reward reads "a photo of <class names>"
+        raise FileNotFoundError(f"{name} needs the 1000 ImageNet class names, one per line in class-index order, in "
+                                f"{names_path} (or set ${CLASS_NAMES_ENV} to such a file)")
     if trust_pickle is None:
         trust_pickle = os.environ.get("LLAMAGEN_TRUST_PICKLE") == "1"
     size = image_size or ck.image_size
@@ -352,11 +363,7 @@ def load_llamagen(
     gpt = load_official_gpt(os.path.join(folder, ck.gpt_file), cfg, trust_pickle).to(device, dtype)
     vq = load_official_vq(os.path.join(folder, ck.vq_file), vq_config, trust_pickle).to(device)
     if ck.task == "c2i":
-        names_path = os.environ.get(CLASS_NAMES_ENV) or os.path.join(folder, CLASS_NAMES_FILE)
-        if os.environ.get(CLASS_NAMES_ENV) and not os.path.isfile(names_path):
-            raise FileNotFoundError(f"${CLASS_NAMES_ENV} points to a missing file: {names_path}")
-        names = read_class_names(names_path) if os.path.isfile(names_path) else None
-        return LlamaGenC2I(gpt, vq, size, names)
+        return LlamaGenC2I(gpt, vq, size, read_class_names(names_path))
     text = load_t5_encoder(os.path.join(folder, T5_DIR), cfg.cls_token_num, right_pad, device)
     return LlamaGenT2I(gpt, vq, text, size)
 

@@ -3,7 +3,10 @@
 - .json: a JSON array of objects (or of strings), or JSON lines under a .json name (STAGE's
   `evaluation_metadata_flow_grpo.json`, `train_ocr_tag.json`, `geneval_and_t2i_data_final.json`);
 - .txt: one prompt per line (OCR `test_ocr.txt`, HPS `test.txt`).
-An object without "prompt" but with "caption" (LlamaGen's `train_data.json`) uses the caption as its prompt.
+An object without "prompt" but with "caption" (LlamaGen's `train_data.json`) uses the caption as its prompt, and one
+with "conversations" (AR-GRPO's `coco_captions_30000.json`) the first turn's "value".
+
+The presets name their files under data/; SOURCES says how to get each one, and a missing one is reported with it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,25 @@ import os
 
 EXTENSIONS = (".jsonl", ".json", ".txt")
 
+_GENEVAL_EVAL = "data/geneval/evaluation_metadata.jsonl"
+SOURCES = {  # files the presets name -> how to make or fetch them
+    _GENEVAL_EVAL: "download GenEval's prompts/evaluation_metadata.jsonl (553 prompts, github.com/djghosh13/geneval)",
+    "data/geneval/stage_train.jsonl": "python -m common.coco_prompts --n 50000 --ratio stage --exclude "
+                                      f"{_GENEVAL_EVAL} --out data/geneval/stage_train.jsonl (STAGE App. B.1 ratio)",
+    "data/geneval/train.jsonl": "Flow-GRPO's 50k GenEval training metadata, or: python -m common.coco_prompts --n "
+                                f"50000 --ratio uniform --exclude {_GENEVAL_EVAL} --out data/geneval/train.jsonl",
+    "data/t2i_r1/geneval_and_t2i_data_final.json": "the STAGE / T2I-R1 release's geneval_and_t2i_data_final.json "
+                                                    "(7223 rows with task_type, nouns, spatial_info, numeracy_info)",
+    "data/ocr/train_ocr_tag.json": "the STAGE release's train_ocr_tag.json (Flow-GRPO's ~20k OCR training prompts, "
+                                   "each with its target text in double quotes)",
+    "data/hps/hps_train_metadata.json": "a JSON list of {\"prompt\": ...} (GCPO's Janus HPS training prompts; the file "
+                                        "is not in its public release: HPDv2's training prompts are the usual choice)",
+    "data/hps/train_data.json": "the GCPO release's llamaGen/data/train_data.json (15,000 {\"caption\": ...} rows)",
+    "data/coco/coco_captions_30000.json": "the AR-GRPO release's dataset/coco_captions_30000.json (30k COCO captions)",
+    "data/imagenet/train_images.txt": "python -m common.imagenet_prompts --train-dir IMAGENET/train --out "
+                                      "data/imagenet/train_images.txt (one class id per training image)",
+}
+
 
 def _row(obj, where: str) -> dict:
     if isinstance(obj, str):
@@ -21,6 +43,9 @@ def _row(obj, where: str) -> dict:
         raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     if "prompt" not in obj and isinstance(obj.get("caption"), str):
         obj = {**obj, "prompt": obj["caption"]}
+    turns = obj.get("conversations")
+    if "prompt" not in obj and isinstance(turns, list) and turns and isinstance(turns[0], dict):
+        obj = {**obj, "prompt": turns[0].get("value")}
     prompt = obj.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError(f"{where}: missing or empty \"prompt\" string")
@@ -44,7 +69,8 @@ def _json_lines(path: str, lines) -> list[dict]:
 def load_prompts(path: str) -> list[dict]:
     """Rows {"prompt": str, ...other metadata kept}; raises with a one-line message."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"prompt file not found: {path}")
+        how = SOURCES.get(os.path.normpath(path).replace(os.sep, "/"))
+        raise FileNotFoundError(f"prompt file not found: {path}" + (f"; get it: {how}" if how else ""))
     ext = os.path.splitext(path)[1].lower()
     if ext not in EXTENSIONS:
         raise ValueError(f"unsupported prompt file {path}: use .jsonl (one JSON object per line), .json (a JSON "

@@ -55,9 +55,11 @@ def get_reward(name: str, device="cpu"):
 def check_reward(name: str, metadata: list[dict]):
     """Fail early: unknown name, or prompts this reward cannot score (the reward module's `validate`)."""
     check_reward_name(name)
-    module = importlib.import_module(_spec(name).split(":")[0])
-    if hasattr(module, "validate"):
-        module.validate(metadata)
+    module, factory = _spec(name).split(":")
+    module = importlib.import_module(module)
+    check = getattr(getattr(module, factory), "validate", None) or getattr(module, "validate", None)
+    if check is not None:  # the factory's own `validate` (e.g. the detector's classes), else the module's
+        check(metadata)
 
 
 class RewardError(RuntimeError):

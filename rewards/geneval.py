@@ -43,18 +43,35 @@ def _coco(device):
 DETECTORS: dict[str, Callable] = {"shapeworld": _shapeworld, "coco": _coco}
 
 
-def validate(metadata: list[dict]) -> None:
-    """Raise ValueError if any row is not GenEval metadata (needs a non-empty "include")."""
+def validate(metadata: list[dict], classes=None, colors=None) -> None:
+    """Raise ValueError naming the first row that is not GenEval metadata: a non-empty "include" list of
+    {class, count (int >= 1), optional color, optional position [relation, index of an earlier include]}.
+    classes / colors: the names the detector can see (None: not checked)."""
+    from rewards.geneval_rules import RELATIONS
+
     for i, meta in enumerate(metadata):
+        prompt = meta.get("prompt") if isinstance(meta, dict) else meta
+        where = f"row {i} ({prompt!r})"
         inc = meta.get("include") if isinstance(meta, dict) else None
-        ok = isinstance(inc, list) and len(inc) > 0
-        ok = ok and all(isinstance(r, dict) and "class" in r and "count" in r for r in inc)
-        if not ok:
-            prompt = meta.get("prompt") if isinstance(meta, dict) else meta
-            raise ValueError(
-                f"GenEval reward needs metadata with an 'include' list of {{class, count}} for every "
-                f"prompt; row {i} ({prompt!r}) has none (use a GenEval-format .jsonl prompt file)"
-            )
+        if not (isinstance(inc, list) and inc and all(isinstance(r, dict) and "class" in r and "count" in r
+                                                      for r in inc)):
+            raise ValueError(f"GenEval reward needs metadata with an 'include' list of {{class, count}} for every "
+                             f"prompt; {where} has none (use a GenEval-format .jsonl prompt file)")
+        for j, r in enumerate(inc + list(meta.get("exclude") or [])):
+            if not isinstance(r.get("count"), int) or isinstance(r["count"], bool) or r["count"] < (j >= len(inc)):
+                raise ValueError(f"GenEval metadata {where}: count {r.get('count')!r} of {r.get('class')!r} "
+                                 f"is not a positive integer")
+            if classes is not None and r["class"] not in classes:
+                raise ValueError(f"GenEval metadata {where}: class {r['class']!r} is not one this detector knows "
+                                 f"({len(classes)} classes, e.g. {', '.join(list(classes)[:4])}); is the prompt "
+                                 f"file meant for another detector?")
+            if colors is not None and r.get("color") is not None and r["color"] not in colors:
+                raise ValueError(f"GenEval metadata {where}: unknown colour {r['color']!r}; known: {', '.join(colors)}")
+            pos = r.get("position")
+            if pos is not None and not (isinstance(pos, (list, tuple)) and len(pos) == 2 and pos[0] in RELATIONS
+                                        and isinstance(pos[1], int) and 0 <= pos[1] < len(inc) and pos[1] != j):
+                raise ValueError(f"GenEval metadata {where}: position {pos!r} must be [relation, index of another "
+                                 f"include] with relation one of {', '.join(RELATIONS)}")
 
 
 def _color_classes(meta: dict) -> list[str]:
@@ -100,6 +117,22 @@ class GenEvalReward:
         return [(meta.get("tag", ""), strict_correct(d, meta)[0]) for d, meta in zip(dets, metadata)]
 
 
+def _validate_shapeworld(metadata: list[dict]) -> None:
+    from common.shapeworld import CLASSES, COLORS
+
+    validate(metadata, CLASSES, tuple(COLORS))
+
+
+def _validate_coco(metadata: list[dict]) -> None:
+    from common.coco_prompts import GENEVAL_CLASSES, GENEVAL_COLORS
+
+    validate(metadata, GENEVAL_CLASSES, GENEVAL_COLORS)
+
+
+# checked before any model is built (rewards.check_reward): the classes and colours the detector knows
+VALIDATORS = {"shapeworld": _validate_shapeworld, "coco": _validate_coco}
+
+
 def make_geneval(device=None) -> GenEvalReward:
     """Partial-credit GenEval reward on ShapeWorld (the toy's training reward). `device` is unused (CPU)."""
     return GenEvalReward(strict=False)
@@ -118,3 +151,8 @@ def make_geneval_coco(device="cpu") -> GenEvalReward:
 def make_geneval_coco_strict(device="cpu") -> GenEvalReward:
     """Binary GenEval reward on real images: GCPO's training reward and GenEval's evaluation."""
     return GenEvalReward(strict=True, detector="coco", device=device)
+
+
+for _factory, _detector in ((make_geneval, "shapeworld"), (make_geneval_strict, "shapeworld"),
+                            (make_geneval_coco, "coco"), (make_geneval_coco_strict, "coco")):
+    _factory.validate = VALIDATORS[_detector]

@@ -44,6 +44,9 @@ def filter_detections(
     }
 
 
+RELATIONS = ("left of", "right of", "above", "below")  # GenEval's four relations
+
+
 def relative_position(box_a: Any, box_b: Any, threshold: float = 0.1) -> set[str]:
     """Relations of box A relative to box B (GenEval's rule; image y points down)."""
     a = np.asarray(box_a, dtype=np.float64)[:4].reshape(2, 2)

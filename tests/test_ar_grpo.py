@@ -48,7 +48,11 @@ def test_presets_paper_and_release():
     for name in ("c2i_paper", "c2i_release", "t2i_paper", "t2i_release"):
         assert PRESETS[name]["align_rewards"] == ("clip", "hps") and PRESETS[name]["quality_reward"] == "maniqa"
         assert PRESETS[name]["realism_rewards"] == ("qwen_label", "qwen_fake", "qwen_weird")
-    ids = open(os.path.join(REPO, PRESETS["c2i_paper"]["prompts"])).read().split()
+    assert t["dtype"] == "bfloat16-pure" and all(PRESETS[n]["dtype"] == "bfloat16" for n in ("c2i_paper", "t2i_paper"))
+    # the release's linear decay runs over 20 epochs: the LR is about constant over the steps it runs
+    assert r["lr_decay_steps"] == 20 * 1281167 // 4 and t["lr_decay_steps"] == 75000
+    assert p["prompts"] == r["prompts"] == "data/imagenet/train_images.txt"  # one class id per ImageNet image
+    ids = open(os.path.join(REPO, "data/imagenet/class_ids.txt")).read().split()  # the uniform alternative
     assert ids == [str(i) for i in range(1000)]
 
 
@@ -77,7 +81,9 @@ def run_ar(extra, tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["--lambda-c", "0", "--lambda-i", "0"], "no reward"),
     (["--t5-right-pad"], "has no T5 caption encoder"),
-    (["--preset", "c2i_paper", "--model", "llamagen-c2i-b"], "llamagen-c2i-b needs c2i_B_256.pt"),
+    (["--preset", "c2i_paper", "--prompts", "data/imagenet/class_ids.txt"], "llamagen-c2i-b needs c2i_B_256.pt"),
+    (["--preset", "c2i_paper"], "prompt file not found: data/imagenet/train_images.txt; get it: python -m "
+                                "common.imagenet_prompts"),
 ])
 def test_ar_grpo_bad_input_fails_with_one_line(extra, message, tmp_path, monkeypatch):
     monkeypatch.setenv("LLAMAGEN_DIR", str(tmp_path))

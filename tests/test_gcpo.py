@@ -213,8 +213,12 @@ def run_gcpo(extra, tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--preset", "janus7b_hps", "--model", "janus-pro-7b"], "Janus-Pro weights not found locally"),
-    (["--preset", "janus7b_hps"], "reward 'hps' needs HPS_v2.1_compressed.pt"),  # explicit --model tiny wins
+    (["--preset", "janus7b_hps"], "prompt file not found: data/hps/hps_train_metadata.json"),
+    (["--preset", "janus7b_hps", "--model", "janus-pro-7b", "--prompts", "data/shapeworld/train.jsonl"],
+     "Janus-Pro weights not found locally"),
+    (["--preset", "janus7b_hps", "--prompts", "data/shapeworld/train.jsonl"],
+     "reward 'hps' needs HPS_v2.1_compressed.pt"),  # explicit --model tiny wins
+    (["--t5-template", "no caption"], "must hold the caption's place"),
     (["--critical-frac", "0.4"], "--critical-frac 0.4"),
     (["--sim-embedding", "input"], "has no input_embeds"),
 ])

@@ -59,6 +59,7 @@ def official_dir(tmp_path_factory):
     for f in ("vq_ds16_c2i.pt", "vq_ds16_t2i.pt"):
         torch.save({"model": vq.state_dict()}, d / f)
     write_tiny_t5(d / "flan-t5-xl")
+    (d / "imagenet_classes.txt").write_text("".join(f"name {i}\n" for i in range(10)))
     return d, gpts, vq
 
 
@@ -138,8 +139,13 @@ def test_c2i_class_ids_null_class_and_reward_text(official_dir, tmp_path, monkey
     for bad in ("cat", "10", "-1"):
         with pytest.raises(ValueError, match="class ids 0..9"):
             bk.cond([bad])
-    with pytest.raises(RuntimeError, match="imagenet_classes.txt.*LLAMAGEN_CLASS_NAMES"):
-        bk.reward_prompts(["3"])
+    assert bk.reward_prompts(["3"]) == ["a photo of name 3"]
+    bare = tmp_path / "bare"  # no class names: stop at loading, before any model is built, naming the file
+    bare.mkdir()
+    for f in ("c2i_B_256.pt", "vq_ds16_c2i.pt"):
+        (bare / f).symlink_to(d / f)
+    with pytest.raises(FileNotFoundError, match="imagenet_classes.txt.*LLAMAGEN_CLASS_NAMES"):
+        load("llamagen-c2i-b", bare)
     names = tmp_path / "names.txt"
     names.write_text("".join(f"class {i}, synonym {i}\n" for i in range(10)))
     monkeypatch.setenv("LLAMAGEN_CLASS_NAMES", str(names))

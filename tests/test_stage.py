@@ -1,4 +1,5 @@
 """The pure maths of stage.py: the worked examples of the STAGE spec (stage.md §9) and invariants."""
+import json
 import os
 import subprocess
 import sys
@@ -240,9 +241,30 @@ def test_presets_match_the_paper():
     assert (o["lr"], o["beta"], o["prompts_per_step"], o["entropy_reward"]) == (1e-6, 0.01, 8, False)
 
 
-def test_preset_without_weights_fails_with_one_line():
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
-    p = subprocess.run([sys.executable, "stage.py", "--preset", "geneval"], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=300)
-    last = p.stderr.strip().splitlines()[-1]
-    assert p.returncode != 0 and last.startswith("error:") and "Janus-Pro weights not found locally" in last, p.stderr[-2000:]
+def _write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+COCO_ROW = {"tag": "single_object", "include": [{"class": "cat", "count": 1}], "prompt": "a photo of a cat"}
+TOY_ROW = {"tag": "counting", "include": [{"class": "square", "count": 3}], "prompt": "a photo of three squares"}
+
+
+@pytest.mark.parametrize("rows, message", [
+    (None, "prompt file not found: data/geneval/stage_train.jsonl; get it: python -m common.coco_prompts"),
+    ([TOY_ROW], "class 'square' is not one this detector knows"),  # the toy's prompts under the COCO detector
+    ([COCO_ROW], "Janus-Pro weights not found locally"),
+])
+def test_geneval_preset_stops_in_one_line_naming_what_is_missing(rows, message, tmp_path):
+    """The preset names its files (relative to the working directory); each missing piece is one line, before any
+    model is built, and never a fall-back to the toy's files."""
+    if rows is not None:
+        _write_jsonl(tmp_path / "data/geneval/stage_train.jsonl", rows)
+        _write_jsonl(tmp_path / "data/geneval/evaluation_metadata.jsonl", [COCO_ROW])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, "HF_HUB_OFFLINE": "1",
+           "HF_HUB_CACHE": str(tmp_path / "empty_cache")}
+    p = subprocess.run([sys.executable, os.path.join(REPO, "stage.py"), "--preset", "geneval"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode != 0 and lines[-1].startswith("error:") and message in lines[-1], p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
