@@ -81,7 +81,8 @@ def run_ar(extra, tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["--lambda-c", "0", "--lambda-i", "0"], "no reward"),
     (["--t5-right-pad"], "has no T5 caption encoder"),
-    (["--preset", "c2i_paper", "--prompts", "data/imagenet/class_ids.txt"], "llamagen-c2i-b needs c2i_B_256.pt"),
+    (["--preset", "c2i_paper", "--model", "llamagen-c2i-b", "--prompts", "data/imagenet/class_ids.txt"],
+     "llamagen-c2i-b needs c2i_B_256.pt"),
     (["--preset", "c2i_paper"], "prompt file not found: data/imagenet/train_images.txt; get it: python -m "
                                 "common.imagenet_prompts"),
 ])

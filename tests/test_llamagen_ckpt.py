@@ -92,6 +92,7 @@ def test_other_wrappings_and_error_messages(official_dir, tmp_path, monkeypatch,
     sd = gpts["c2i"].state_dict()
     torch.save(sd if wrap is None else {wrap: sd}, tmp_path / "c2i_B_256.pt")
     torch.save({"model": vq.state_dict()}, tmp_path / "vq_ds16_c2i.pt")
+    (tmp_path / "imagenet_classes.txt").write_text((d / "imagenet_classes.txt").read_text())
     assert same_state(load("llamagen-c2i-b", tmp_path).policy, gpts["c2i"])
 
     # renamed and missing keys: one actionable line
@@ -125,6 +126,7 @@ def test_pickled_objects_need_trust(official_dir, tmp_path):
     d, gpts, vq = official_dir
     torch.save({"model": gpts["c2i"].state_dict(), "extra": fractions.Fraction(1, 3)}, tmp_path / "c2i_B_256.pt")
     torch.save({"model": vq.state_dict()}, tmp_path / "vq_ds16_c2i.pt")
+    (tmp_path / "imagenet_classes.txt").write_text((d / "imagenet_classes.txt").read_text())
     with pytest.raises(RuntimeError, match="LLAMAGEN_TRUST_PICKLE=1"):
         load("llamagen-c2i-b", tmp_path)
     assert same_state(load("llamagen-c2i-b", tmp_path, trust_pickle=True).policy, gpts["c2i"])
