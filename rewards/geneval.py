@@ -58,7 +58,7 @@ def validate(metadata: list[dict], classes=None, colors=None) -> None:
             raise ValueError(f"GenEval reward needs metadata with an 'include' list of {{class, count}} for every "
                              f"prompt; {where} has none (use a GenEval-format .jsonl prompt file)")
         for j, r in enumerate(inc + list(meta.get("exclude") or [])):
-            if not isinstance(r.get("count"), int) or isinstance(r["count"], bool) or r["count"] < (j >= len(inc)):
+            if not isinstance(r.get("count"), int) or isinstance(r["count"], bool) or r["count"] < 1:
                 raise ValueError(f"GenEval metadata {where}: count {r.get('count')!r} of {r.get('class')!r} "
                                  f"is not a positive integer")
             if classes is not None and r["class"] not in classes:

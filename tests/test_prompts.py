@@ -57,3 +57,50 @@ def test_errors(tmp_path, name, text, match):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="not found"):
         load_prompts(str(tmp_path / "nope.jsonl"))
+
+
+def test_conversations_schema_and_sources_hint(tmp_path, monkeypatch):
+    """AR-GRPO's coco_captions_30000.json rows; a preset's missing file names how to get it."""
+    import json
+
+    path = write(tmp_path, "c.json", json.dumps([{"id": 0, "conversations": [{"from": "human", "value": "a cat"},
+                                                                              {"from": "gpt", "value": ""}]}]))
+    assert load_prompts(path)[0]["prompt"] == "a cat"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="stage_train.jsonl; get it: python -m common.coco_prompts .*--ratio stage"):
+        load_prompts("data/geneval/stage_train.jsonl")
+
+
+def test_imagenet_prompts_one_class_id_per_image(tmp_path, capsys):
+    """Classes in sorted-synset order, each repeated once per image: the release's image-weighted class draw."""
+    from common.imagenet_prompts import main
+
+    train = tmp_path / "train"
+    for wnid, n in (("n02", 3), ("n01", 2), ("n03", 1)):
+        (train / wnid).mkdir(parents=True)
+        for i in range(n):
+            (train / wnid / f"{i}.JPEG").write_bytes(b"")
+    (train / "n01" / "notes.txt").write_text("not an image")
+    out = tmp_path / "ids.txt"
+    main(["--train-dir", str(train), "--out", str(out)])
+    assert [r["prompt"] for r in load_prompts(str(out))] == ["0", "0", "1", "1", "1", "2"]
+    assert "6 lines, 3 classes" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="not a directory"):
+        main(["--train-dir", str(tmp_path / "nope"), "--out", str(out)])
+
+
+@pytest.mark.parametrize("row, match", [
+    ({"include": [{"class": "cat", "count": "three"}]}, "count 'three'"),
+    ({"include": [{"class": "cat", "count": 0}]}, "count 0"),
+    ({"include": [{"class": "cat", "count": 2.7}]}, "count 2.7"),
+    ({"include": [{"class": "cat", "count": 1, "position": ["left of", 3]}]}, "position"),
+    ({"include": [{"class": "cat", "count": 1}, {"class": "dog", "count": 1, "position": ["beside", 0]}]}, "position"),
+    ({"include": [{"class": "cat", "count": 1, "color": "teal"}]}, "unknown colour 'teal'"),
+    ({"include": [{"class": "square", "count": 1}]}, "class 'square' is not one this detector knows"),
+])
+def test_geneval_metadata_checked_against_the_detector(row, match):
+    from rewards import check_reward
+
+    with pytest.raises(ValueError, match=match):
+        check_reward("geneval_coco", [{"prompt": "p", "tag": "single_object", **row}])
+    check_reward("geneval", [{"prompt": "p", "include": [{"class": "square", "count": 2}]}])  # the toy's classes

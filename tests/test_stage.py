@@ -268,3 +268,14 @@ def test_geneval_preset_stops_in_one_line_naming_what_is_missing(rows, message, 
     lines = p.stderr.strip().splitlines()
     assert p.returncode != 0 and lines[-1].startswith("error:") and message in lines[-1], p.stderr[-2000:]
     assert "Traceback" not in p.stderr
+
+
+def test_loss_logs_the_release_weighted_kl():
+    """stats: "kl" = mean k3 (the other scripts' losses/kl) and "kl_weighted" = mean (β'/β)·k3 (the release's kl)."""
+    torch.manual_seed(0)
+    logp, ref = -torch.rand(4, 6), -torch.rand(4, 6)
+    w = 0.5 + 0.5 * torch.rand(4, 6)
+    _, st = grpo_loss(logp, logp, ref, torch.randn(4), 0.2, 0.03, w)
+    torch.testing.assert_close(st["kl"], kl_k3(logp, ref).mean())
+    torch.testing.assert_close(st["kl_weighted"], (w * kl_k3(logp, ref)).mean())
+    assert 0.5 * st["kl"] <= st["kl_weighted"] <= st["kl"]
