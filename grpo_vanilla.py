@@ -228,8 +228,9 @@ if __name__ == "__main__":
     seed_everything(args.seed)
     # Mixed precision (--dtype bfloat16), as DeepSpeed's bf16 mode in the releases: the policy's parameters, their
     # gradients (so the DDP all-reduce) and AdamW's moments stay fp32; autocast runs the matmuls in bf16. FSDP2
-    # does the same through its MixedPrecisionPolicy (bf16 all-gathers, fp32 reduce-scatter). The frozen
-    # reference needs no master copy: it is kept in bf16.
+    # does the same through its MixedPrecisionPolicy (bf16 all-gathers, fp32 reduce-scatter). The reference keeps
+    # the policy's fp32 storage, so both compute the same bf16 logits and k3 starts at exactly 0 (a bf16 copy differs
+    # in the norms and embeddings, and AdamW would turn that rounding into lr-sized steps).
     mixed = args.dtype == "bfloat16"
     dtype = torch.bfloat16 if args.dtype == "bfloat16-pure" else torch.float32
     amp = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=mixed)
@@ -240,8 +241,6 @@ if __name__ == "__main__":
         fail(str(e))
     policy = bk.policy
     ref = copy.deepcopy(policy).requires_grad_(False) if args.beta > 0 else None
-    if mixed and ref is not None:  # frozen: no fp32 master copy needed
-        ref.to(torch.bfloat16)
     if args.activation_checkpointing:
         activation_checkpointing(policy)
     if fsdp:  # shard the policy and the reference: each rank holds 1/world_size of every block
