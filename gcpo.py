@@ -19,7 +19,7 @@ Implementation choices, each the same in the three authors' releases:
 1. μ = 1 inner epoch by default, so π_old = π_θ and ρ ≡ 1 (its gradient is ∇log π): the loss VALUE is
    ≈ 0 while its gradient is not. Watch the reward, not the loss.
 2. Images are sampled from the CFG-guided distribution, but log π, log π_ref, the KL and the logged
-   entropy use the CONDITIONAL-only logits at temperature 1, as the three releases do (docs: each
+   entropy use the CONDITIONAL-only logits at temperature 1, as the three releases do (README: each
    algorithm's paper-vs-code table). `--guided-logprobs` scores under CFG and temperature instead, without
    top-k/top-p (a token outside the filtered support would get log p = −inf after the update).
 3. std is the unbiased estimator and ε = 1e-4 (the releases); the papers write no ε.
@@ -95,7 +95,7 @@ class Args:
     """backend name ('toy' = shipped ShapeWorld model, 'tiny' = random test model) or a weights directory"""
     dtype: Literal["float32", "bfloat16", "bfloat16-pure"] = "float32"
     """bfloat16: bf16 compute, fp32 master weights, gradients and AdamW state (the releases' DeepSpeed bf16);
-    bfloat16-pure: everything in bf16 (updates below ~1e-3 of a weight round away)"""
+    bfloat16-pure: everything in bf16 (an update below ~0.2% of a weight rounds away)"""
     prompts: str = "data/shapeworld/train.jsonl"
     """training prompts: .jsonl (GenEval metadata per line) or .txt (one prompt per line)"""
     reward: str = "geneval"
