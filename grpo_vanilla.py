@@ -218,10 +218,13 @@ if __name__ == "__main__":
     run_dir = os.path.join(args.out_dir, f"{args.exp_name}_s{args.seed}")
 
     if args.resume:
-        try:
-            args.resume = checkpoint.resolve(args.resume)
-        except FileNotFoundError as e:
+        try:  # a complete checkpoint, trained with the same experiment-defining arguments
+            args.resume = checkpoint.resolve(args.resume, args)
+        except (FileNotFoundError, ValueError) as e:
             fail(str(e))
+    elif os.path.exists(os.path.join(run_dir, "metrics.jsonl")):  # never mix two runs' outputs
+        fail(f"{run_dir} already holds a run: continue it with --resume {run_dir}, or start another with a new "
+             f"--exp-name, --seed or --out-dir")
     fsdp = ddp and args.dist == "fsdp2"
 
     # TRY NOT TO MODIFY: seeding (same init on every rank, seed + rank for rollouts)
@@ -262,7 +265,7 @@ if __name__ == "__main__":
         state = checkpoint.load(args.resume, policy, optimizer, scheduler)
         start_step, perm, cursor = state["step"], state["perm"], state["cursor"]
         order_gen.set_state(state["order_gen"])
-    logger = Logger(run_dir, vars(args), enabled=master)
+    logger = Logger(run_dir, vars(args), enabled=master, resume_step=start_step)
     if master:
         print(f"{len(train_prompts)} prompts | {world_size} rank(s) x {P_rank} prompts x G={args.group_size} "
               f"= {B_rank * world_size} images/step | {bk.num_tokens} tokens/image | "

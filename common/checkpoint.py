@@ -21,6 +21,7 @@ import json
 import os
 import random
 import shutil
+import sys
 
 import numpy as np
 import torch
@@ -98,13 +99,16 @@ def save(root: str, step: int, policy: torch.nn.Module, optimizer, scheduler, tr
         torch.save({"step": step, "world_size": world, "rng": rngs, **train_state,
                     "scheduler": scheduler.state_dict() if scheduler is not None else None},
                    os.path.join(tmp, "trainer.pt"))
-        info = {"step": step, "args": dict(vars(args)), "metrics": metrics or {}}
+        info = {"step": step, "script": os.path.basename(sys.argv[0]), "args": dict(vars(args)),
+                "metrics": metrics or {}}
         with open(os.path.join(tmp, "state.json"), "w") as f:
             json.dump(info, f, indent=1, default=str)
-        if os.path.isdir(final):  # re-saving a step (e.g. after a resume): replace it
-            shutil.rmtree(final)
-        os.replace(tmp, final)  # the checkpoint exists only once it is complete
+        old = f"{final}.old-{os.getpid()}"
+        if os.path.isdir(final):  # re-saving a step (e.g. after a resume): set the old one aside until replaced
+            os.replace(final, old)  # (a crash right here leaves `latest` naming a missing step: resolve() falls
+        os.replace(tmp, final)  # back to the set-aside copy); the checkpoint exists only once it is complete
         write_atomic(os.path.join(root, "latest"), lambda p: _write_text(p, name + "\n"))
+        shutil.rmtree(old, ignore_errors=True)
         _prune(root, keep_last, keep=name)
     if world > 1:
         dist.barrier()
@@ -119,28 +123,61 @@ def _write_text(path: str, text: str):
 def _prune(root: str, keep_last: int, keep: str):
     """Remove all but the newest keep_last complete checkpoints, and leftovers of interrupted saves."""
     entries = sorted(os.listdir(root))
-    done = [e for e in entries if e.startswith("step_") and ".tmp" not in e]
+    done = [e for e in entries if e.startswith("step_") and "." not in e]
     for e in done[: max(len(done) - keep_last, 0)]:
         if e != keep:
             shutil.rmtree(os.path.join(root, e), ignore_errors=True)
     for e in entries:
-        if ".tmp" in e and not e.endswith(f".tmp-{os.getpid()}"):
+        if (".tmp-" in e or ".old-" in e) and not e.endswith(f"-{os.getpid()}"):
             shutil.rmtree(os.path.join(root, e), ignore_errors=True)
 
 
-def resolve(path: str) -> str:
+# Arguments a resumed run may change: they do not change the experiment (its length, cadence, logging, evaluation,
+# memory layout). Any other difference is refused, naming the field.
+RESUMABLE_CHANGES = {"num_steps", "save_every", "keep_last", "resume", "image_every", "out_dir", "exp_name", "device",
+                     "eval_samples", "eval_prompts", "eval_detector", "sample_chunk", "micro_batch_size",
+                     "activation_checkpointing", "dist"}
+
+
+def _complete(path: str) -> bool:
+    return all(os.path.isfile(os.path.join(path, f)) for f in FILES)
+
+
+def resolve(path: str, args=None) -> str:
     """A step directory, a checkpoints/ directory (-> its latest) or a run directory (-> its latest)
-    -> the complete step directory. Raises FileNotFoundError with a one-line message."""
+    -> the complete step directory. Raises FileNotFoundError with a one-line message.
+    args: the resuming run's arguments; a ValueError names the first field that would change the experiment
+    (or another algorithm script's checkpoint)."""
     for root in (path, os.path.join(path, "checkpoints")):
         if os.path.isfile(os.path.join(root, "latest")):
             with open(os.path.join(root, "latest")) as f:
-                path = os.path.join(root, f.read().strip())
+                name = f.read().strip()
+            path = os.path.join(root, name)
+            if not _complete(path):  # a crash while re-saving `name`: its set-aside copy is complete
+                aside = sorted(e for e in os.listdir(root) if e.startswith(f"{name}.old-"))
+                path = os.path.join(root, aside[-1]) if aside and _complete(os.path.join(root, aside[-1])) else path
             break
     missing = [f for f in FILES if not os.path.isfile(os.path.join(path, f))]
     if missing:
         raise FileNotFoundError(f"no complete checkpoint at {path} (missing {', '.join(missing)}); pass a "
                                 f"checkpoints/step_* directory, its checkpoints/ parent or the run directory")
+    if args is not None:
+        check_resume_args(path, args)
     return path
+
+
+def check_resume_args(path: str, args) -> None:
+    """ValueError in one line when `args` would change the experiment saved at `path`."""
+    with open(os.path.join(path, "state.json")) as f:
+        info = json.load(f)
+    saved, now = info.get("args", {}), json.loads(json.dumps(dict(vars(args)), default=str))
+    script = os.path.basename(sys.argv[0])
+    if info.get("script", script) != script or set(saved) != set(now):
+        raise ValueError(f"--resume {path}: a checkpoint of {info.get('script', 'another script')}, not of {script}")
+    for k in sorted(set(now) - RESUMABLE_CHANGES):
+        if saved[k] != now[k]:
+            raise ValueError(f"--resume {path}: the checkpoint was trained with --{k.replace('_', '-')} {saved[k]!r}, "
+                             f"this run asks for {now[k]!r}; resume with the same value (or start a new run)")
 
 
 def load(path: str, policy: torch.nn.Module, optimizer, scheduler) -> dict:

@@ -104,15 +104,27 @@ def save_image_grid(images: torch.Tensor, captions: list[str], path: str, ncol: 
 
 
 class Logger:
-    """Metrics to <out_dir>/metrics.jsonl (always) and TensorBoard (when installed). Master rank only."""
+    """Metrics to <out_dir>/metrics.jsonl (always) and TensorBoard (when installed). Master rank only.
+    resume_step > 0: a resumed run; rows after that step (logged by the interrupted run after its last
+    checkpoint) are dropped first, so the file holds each step once."""
 
-    def __init__(self, out_dir: str, config: dict, enabled: bool = True):
+    def __init__(self, out_dir: str, config: dict, enabled: bool = True, resume_step: int = 0):
         self.enabled = enabled
         self.writer = None
         if not enabled:
             return
         os.makedirs(out_dir, exist_ok=True)
-        self.file = open(os.path.join(out_dir, "metrics.jsonl"), "a")
+        path = os.path.join(out_dir, "metrics.jsonl")
+        if resume_step > 0 and os.path.isfile(path):
+            with open(path) as f:
+                kept = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+
+            def write(tmp):
+                with open(tmp, "w") as f:
+                    f.writelines(kept)
+
+            write_atomic(path, write)
+        self.file = open(path, "a")
         try:
             from torch.utils.tensorboard import SummaryWriter
 

@@ -198,3 +198,62 @@ def test_fsdp2_mixed_precision_matches_ddp(tmp_path):
     assert a[next(iter(a))].dtype == torch.float32 and update > 0
     print(f"|update| {update:.4g}, |FSDP2 - DDP| {diff:.4g}")
     assert diff < 0.2 * update, f"FSDP2 and DDP updates differ by {diff / update:.3f} of the update"
+
+
+def test_crash_while_resaving_the_latest_step_leaves_a_complete_checkpoint(tmp_path, monkeypatch, tiny):
+    """Re-saving the step `latest` names (after a resume): killed between setting the old copy aside and renaming
+    the new one in, `latest` names a missing directory; resolve() falls back to the set-aside complete copy."""
+    from common import checkpoint
+
+    opt = torch.optim.AdamW(tiny.policy.parameters(), lr=1e-3)
+    args = type("A", (), {"x": 1})()
+    state = {"perm": torch.arange(4), "cursor": 0, "order_gen": torch.Generator().get_state()}
+    checkpoint.save(str(tmp_path), 1, tiny.policy, opt, None, state, args)
+    real_replace = os.replace
+
+    def killed_after_first_rename(src, dst):
+        if ".tmp-" in os.path.basename(src) and os.path.basename(dst) == "step_000001":  # the new one moving in:
+            raise KeyboardInterrupt("killed")  # the old one is already set aside
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", killed_after_first_rename)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(str(tmp_path), 1, tiny.policy, opt, None, state, args)
+    monkeypatch.undo()
+    assert not (tmp_path / "step_000001").exists()
+    path = checkpoint.resolve(str(tmp_path))
+    assert ".old-" in path and checkpoint.load(str(tmp_path), tiny.policy, opt, None)["step"] == 1
+    checkpoint.save(str(tmp_path), 1, tiny.policy, opt, None, state, args)  # the next save cleans up
+    assert sorted(os.listdir(tmp_path)) == ["latest", "step_000001"]
+
+
+def _metrics_steps(run_dir):
+    return [json.loads(line)["step"] for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+
+
+def test_run_directory_resume_arguments_and_metrics_once(tmp_path):
+    """A fresh run never writes into an existing run; --resume refuses arguments that change the experiment (or
+    another script's checkpoint) in one line, accepts a new length; after a crash the metrics hold each step once."""
+    args = [*tiny("grpo_vanilla.py"), "--num-steps", "3", "--save-every", "2", "--image-every", "0"]
+    run([sys.executable, "grpo_vanilla.py", *args], tmp_path)
+    run_dir = tmp_path / "grpo_vanilla_s0"
+    p = run([sys.executable, "grpo_vanilla.py", *args], tmp_path, check=False)
+    last = p.stderr.strip().splitlines()[-1]
+    assert p.returncode != 0 and last.startswith("error:") and "already holds a run" in last and "--resume" in last
+    for extra, message in ((["--group-size", "2"], "--group-size 4"), (["--lr", "1e-4"], "--lr 0.001"),
+                           (["--dtype", "bfloat16"], "--dtype 'float32'")):
+        p = run([sys.executable, "grpo_vanilla.py", *args, *extra, "--resume", str(run_dir)], tmp_path, check=False)
+        last = p.stderr.strip().splitlines()[-1]
+        assert p.returncode != 0 and last.startswith("error:") and message in last, p.stderr[-1500:]
+    p = run([sys.executable, "stage.py", *tiny("stage.py"), "--resume", str(run_dir)], tmp_path, check=False)
+    assert p.returncode != 0 and "a checkpoint of grpo_vanilla.py, not of stage.py" in p.stderr.strip().splitlines()[-1]
+    # a crash after step 3 was logged but before its checkpoint: latest is step 2; resume to 4 steps
+    ckpts = run_dir / "checkpoints"
+    import shutil
+
+    shutil.rmtree(ckpts / "step_000003")
+    (ckpts / "latest").write_text("step_000002\n")
+    assert _metrics_steps(run_dir) == [1, 2, 3]
+    run([sys.executable, "grpo_vanilla.py", *tiny("grpo_vanilla.py"), "--num-steps", "4", "--save-every", "2",
+         "--image-every", "0", "--resume", str(run_dir)], tmp_path)
+    assert _metrics_steps(run_dir) == [1, 2, 3, 4]
