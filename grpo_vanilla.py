@@ -47,6 +47,7 @@ from tqdm import tqdm
 from common.evaluation import check_eval, geneval_eval
 from common.models import MODELS, load_model
 from common.prompts import load_prompts
+from common.run import check_args
 from common.sampling import cond_repeat, sample, score
 from common import checkpoint
 from common.distributed import activation_checkpointing, gathered, mixed_precision, shard
@@ -180,6 +181,8 @@ def grpo_loss(logp, old_logp, ref_logp, adv, clip_eps: float, beta: float):
 # ---------------------------------------------------------------------------------------------------
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    if problem := check_args(args):  # every field in its range (common/run.py), before anything is built
+        fail(problem)
 
     # TRY NOT TO MODIFY: distributed setup (nanoGPT style; plain `python` runs as one process)
     ddp = int(os.environ.get("RANK", -1)) != -1
@@ -198,8 +201,6 @@ if __name__ == "__main__":
     # Bad input fails here, in one line, before any model is built.
     if args.model not in MODELS and not os.path.isdir(args.model):
         fail(f"unknown model {args.model!r}; known: {', '.join(MODELS)} or a weights directory")
-    if args.group_size < 2:
-        fail(f"--group-size must be >= 2 (advantages compare samples within a group), got {args.group_size}")
     if args.prompts_per_step % world_size:
         fail(f"--prompts-per-step {args.prompts_per_step} is not divisible by world size {world_size}")
     try:

@@ -113,7 +113,7 @@ def test_torchrun_two_processes_match_one(script, tmp_path):
     [
         (["--model", "nope"], "unknown model"),
         ("nope", "unknown reward"),
-        (["--group-size", "1"], "--group-size must be >= 2"),
+        (["--group-size", "1"], "--group-size 1: must be an integer >= 2"),
         (["--prompts", "missing.jsonl"], "missing.jsonl"),
         (["--micro-batch-size", "3"], "must divide"),
     ],
