@@ -205,6 +205,8 @@ if __name__ == "__main__":
         fail(f"--prompts-per-step {args.prompts_per_step} is not divisible by world size {world_size}")
     try:
         train_prompts = load_prompts(args.prompts)
+        if len(train_prompts) < args.prompts_per_step:
+            raise ValueError(f"{args.prompts} holds {len(train_prompts)} prompts, fewer than --prompts-per-step")
         eval_prompts = load_prompts(args.eval_prompts) if args.eval_prompts and args.eval_samples > 0 else []
         if eval_prompts:
             check_eval(eval_prompts, args.eval_detector)

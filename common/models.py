@@ -393,8 +393,11 @@ def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
             )
         from common.utils import load_safetensors
 
-        with open(cfg_path) as f:
-            bk = build_t2i(json.load(f))
+        try:
+            with open(cfg_path) as f:
+                bk = build_t2i(json.load(f))
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{cfg_path}: not a toy-format model config ({type(e).__name__}: {e})") from None
         for mod, file in ((bk.policy, "gpt"), (bk.vq, "vq"), (bk.text, "text")):
             mod.load_state_dict(load_safetensors(os.path.join(path, f"{file}.safetensors")), strict=True)
     else:

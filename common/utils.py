@@ -54,7 +54,11 @@ def load_safetensors(path: str, device="cpu") -> dict:
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"missing weights file {path}")
-    return load_file(path, device=str(device))
+    try:
+        return load_file(path, device=str(device))
+    except Exception as e:  # safetensors' own error type: a truncated or corrupted file
+        raise ValueError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0] if str(e) else e!r})") \
+            from None
 
 
 def unwrap_state_dict(obj, keys=("model", "module", "state_dict", "params")) -> dict | None:

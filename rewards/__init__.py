@@ -32,6 +32,10 @@ def _spec(name: str) -> str:
     if name in REWARDS:
         return REWARDS[name]
     if ":" in name:
+        module, _, factory = name.partition(":")
+        if not module or not factory.isidentifier() or not all(part.isidentifier() for part in module.split(".")):
+            raise ValueError(f"reward {name!r}: write your own reward as 'module:factory' (an importable module and "
+                             f"the name of a function in it that takes device= and returns the reward)")
         return name
     raise ValueError(f"unknown reward {name!r}; known: {', '.join(REWARDS)}, or 'module:factory' for your own")
 
@@ -49,7 +53,12 @@ def check_reward_name(name: str):
 def get_reward(name: str, device="cpu"):
     check_reward_name(name)
     module, factory = _spec(name).split(":")
-    return getattr(importlib.import_module(module), factory)(device=device)
+    try:
+        return getattr(importlib.import_module(module), factory)(device=device)
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError):
+        raise  # the loaders' own one-line messages
+    except Exception as e:  # a user factory's bug: one line naming it
+        raise RuntimeError(f"reward {name!r}: its factory raised {type(e).__name__}: {e}") from e
 
 
 def check_reward(name: str, metadata: list[dict]):
@@ -82,7 +91,11 @@ def compute_rewards(reward_fn, name: str, images, prompts: list[str], metadata: 
                 culprit = prompts[i]
                 break
         raise RewardError(f"reward {name!r} raised {type(e).__name__}: {e} (prompt {culprit!r})") from e
-    r = torch.as_tensor(r).float().reshape(-1)
+    try:
+        r = torch.as_tensor(r).float().reshape(-1)
+    except (TypeError, RuntimeError, ValueError) as e:
+        raise RewardError(f"reward {name!r} returned {type(r).__name__}, not a tensor of {len(prompts)} numbers "
+                          f"({e})") from None
     if r.numel() != len(prompts):
         raise RewardError(f"reward {name!r} returned {r.numel()} values for {len(prompts)} images")
     bad = (~torch.isfinite(r)).nonzero()

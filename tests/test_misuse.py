@@ -1,0 +1,58 @@
+"""Misuse of a run ends in one actionable line naming the flag or file, a non-zero exit and no traceback."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+USER_REWARDS = '''
+def returns_none(device="cpu"):
+    return lambda images, prompts, metadata: None
+
+def factory_raises(device="cpu"):
+    raise KeyError("threshold")
+'''
+
+
+def _toy_dir(tmp_path, corrupt):
+    """A copy of the shipped toy model with one file broken."""
+    d = tmp_path / "model"
+    shutil.copytree(os.path.join(REPO, "weights", "shapeworld"), d)
+    if corrupt == "weights":
+        data = (d / "gpt.safetensors").read_bytes()
+        (d / "gpt.safetensors").write_bytes(data[: len(data) // 2])
+    else:
+        cfg = json.loads((d / "config.json").read_text())
+        del cfg["vq"]
+        (d / "config.json").write_text(json.dumps(cfg))
+    return str(d)
+
+
+CASES = {
+    "reward returns None": (lambda t: ["--reward", "user_rewards:returns_none"], "returned NoneType"),
+    "reward factory raises": (lambda t: ["--reward", "user_rewards:factory_raises"],
+                              "reward 'user_rewards:factory_raises': its factory raised KeyError"),
+    "malformed reward spec": (lambda t: ["--reward", "user_rewards:a:b"], "write your own reward as 'module:factory'"),
+    "too few prompts": (lambda t: ["--prompts", str(t / "two.jsonl")], "holds 2 prompts, fewer than --prompts-per-step"),
+    "truncated weights": (lambda t: ["--model", _toy_dir(t, "weights")], "is not a readable safetensors file"),
+    "config without a key": (lambda t: ["--model", _toy_dir(t, "config")], "not a toy-format model config (KeyError"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_one_line(case, tmp_path):
+    flags, message = CASES[case]
+    (tmp_path / "user_rewards.py").write_text(USER_REWARDS)
+    (tmp_path / "two.jsonl").write_text("".join(json.dumps({"prompt": f"a photo of a red circle {i}", "include": [
+        {"class": "circle", "count": 1}]}) + "\n" for i in range(2)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
+    cmd = [sys.executable, "grpo_vanilla.py", "--model", "tiny", "--num-steps", "1", "--prompts-per-step", "4",
+           "--group-size", "2", "--eval-samples", "0", "--out-dir", str(tmp_path / "runs"), *flags(tmp_path)]
+    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    last = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
+    assert p.returncode != 0 and last.startswith("error:") and message in last, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
