@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Literal
 
+import torch
 import tyro
 
 from common import checkpoint
-from common.evaluation import geneval_eval
+from common.evaluation import check_eval, geneval_eval
 from common.models import load_model, load_policy_checkpoint
 from common.prompts import load_prompts
 from common.utils import save_image_grid
@@ -38,18 +40,23 @@ class Args:
     """sampling temperature"""
     grid: str = "runs/eval_grid.png"
     """where to save a grid of one sample per prompt ('' = none)"""
-    device: str = "cpu"
+    device: Literal["cpu", "cuda"] = "cpu"
     """cpu or cuda"""
 
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
     try:
+        if args.n < 1:
+            raise ValueError(f"--n {args.n}: must be >= 1")
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is visible to torch")
         metas = load_prompts(args.prompts)
+        check_eval(metas, "shapeworld")
         bk = load_model(args.model, args.device)
         if args.checkpoint:
             load_policy_checkpoint(bk, checkpoint.resolve(args.checkpoint))
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError) as e:
         sys.exit(f"error: {e}")
     summary, images, captions = geneval_eval(bk, metas, args.n, args.seed, args.cfg_scale, args.temperature)
     counts = tag_counts([(m["tag"], True) for m in metas for _ in range(args.n)])

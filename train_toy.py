@@ -15,8 +15,11 @@ It ends by printing the tokenizer round-trip detector accuracy and the held-out 
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -25,7 +28,7 @@ import tyro
 from tqdm import tqdm
 
 from common import shapeworld as sw
-from common.evaluation import geneval_eval
+from common.evaluation import check_eval, geneval_eval
 from common.models import TOY_DIR, build_t2i, toy_config
 from common.prompts import load_prompts
 from common.utils import seed_everything
@@ -59,8 +62,8 @@ class Args:
     """samples per held-out prompt in the final report"""
     eval_cfg: float = 3.0
     """CFG scale of the final report"""
-    device: str = "cpu"
-    """cpu or cuda (the shipped weights were trained on cpu)"""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """cpu or cuda (the shipped weights were trained with --device cuda)"""
 
 
 def scenes(rng: np.random.Generator, n: int):
@@ -113,6 +116,22 @@ def roundtrip_accuracy(vq, metas, grid):
 
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    try:  # bad input stops here, in one line, before any training
+        for k in ("vq_steps", "vq_batch", "num_scenes", "ar_steps", "ar_batch", "eval_samples"):
+            if getattr(args, k) < 1:
+                raise ValueError(f"--{k.replace('_', '-')} {getattr(args, k)}: must be >= 1")
+        for k in ("vq_lr", "ar_lr"):
+            if not getattr(args, k) > 0:
+                raise ValueError(f"--{k.replace('_', '-')} {getattr(args, k)}: must be > 0")
+        if not 0 <= args.null_prob < 1 or args.eval_cfg < 0:
+            raise ValueError(f"--null-prob {args.null_prob} must be in [0, 1) and --eval-cfg {args.eval_cfg} >= 0")
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is visible to torch")
+        eval_metas = load_prompts(args.eval_prompts)
+        check_eval(eval_metas, "shapeworld")
+        os.makedirs(args.out_dir, exist_ok=True)
+    except (ValueError, OSError) as e:
+        sys.exit(f"error: {e}")
     seed_everything(args.seed)
     rng = np.random.default_rng(args.seed)
     bk = build_t2i(toy_config("toy"))
@@ -123,7 +142,6 @@ if __name__ == "__main__":
     vq.train().requires_grad_(True)
     train_vq(vq, args, rng)
     vq.eval().requires_grad_(False)
-    eval_metas = load_prompts(args.eval_prompts)
     print(f"tokenizer round-trip strict accuracy on held-out prompts: "
           f"{roundtrip_accuracy(vq, [m for m in eval_metas for _ in range(4)], bk.grid):.3f}")
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -146,13 +147,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="data/coco/train.jsonl")
     args = p.parse_args(argv)
     from common.prompts import load_prompts
+    from common.utils import write_atomic
 
-    exclude = {row["prompt"] for path in args.exclude for row in load_prompts(path)}
-    rows = generate(args.n, args.ratio, args.seed, exclude, args.max_count)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
+    try:
+        if args.n < 1 or args.max_count < 2:
+            raise ValueError(f"--n {args.n} must be >= 1 and --max-count {args.max_count} >= 2")
+        exclude = {row["prompt"] for path in args.exclude for row in load_prompts(path)}
+        rows = generate(args.n, args.ratio, args.seed, exclude, args.max_count)
+
+        def write(tmp):
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(row) + "\n" for row in rows)
+
+        write_atomic(args.out, write)
+    except (ValueError, OSError) as e:
+        sys.exit(f"error: {e}")
     counts = {t: sum(r["tag"] == t for r in rows) for t in TAGS}
     print(f"wrote {len(rows)} rows to {args.out}: " + ", ".join(f"{t} {c}" for t, c in counts.items()))
 

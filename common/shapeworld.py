@@ -332,10 +332,15 @@ def main() -> None:
     c.add_argument("--n", type=int, default=8, help="renders per prompt")
     c.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if args.cmd == "write":
-        write_prompt_files(args.out)
-    else:
-        check(args.prompts, args.n, args.seed)
+    try:
+        if args.cmd == "write":
+            write_prompt_files(args.out)
+        elif args.n < 1:
+            raise ValueError(f"--n {args.n}: must be >= 1")
+        else:
+            check(args.prompts, args.n, args.seed)
+    except (ValueError, OSError) as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -56,3 +56,23 @@ def test_one_line(case, tmp_path):
     last = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
     assert p.returncode != 0 and last.startswith("error:") and message in last, p.stderr[-2000:]
     assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("cmd, message", [
+    (["evaluate.py", "--n", "0"], "--n 0: must be >= 1"),
+    (["evaluate.py", "--prompts", "data/imagenet/class_ids.txt"], "row 0 ('0') has none"),
+    (["-m", "common.coco_prompts", "--ratio", "1:2"], "tag ratio must be one of"),
+    (["-m", "common.coco_prompts", "--n", "-5"], "--n -5 must be >= 1"),
+    (["-m", "common.coco_prompts", "--exclude", "nope.jsonl"], "prompt file not found: nope.jsonl"),
+    (["-m", "common.shapeworld", "check", "--prompts", "nope.jsonl"], "prompt file not found: nope.jsonl"),
+    (["-m", "common.shapeworld", "check", "--n", "0"], "--n 0: must be >= 1"),
+    (["train_toy.py", "--ar-steps", "0"], "--ar-steps 0: must be >= 1"),
+    (["train_toy.py", "--eval-prompts", "nope.jsonl"], "prompt file not found: nope.jsonl"),
+])
+def test_helper_commands_one_line(cmd, message, tmp_path):
+    """The helper commands check their input first (train_toy.py before its 40 minutes of training)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    out = ["--out", str(tmp_path / "x.jsonl")] if "common.coco_prompts" in cmd else []
+    p = subprocess.run([sys.executable, *cmd, *out], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and p.stderr.strip().splitlines() == [f"error: {p.stderr.strip()[7:]}"], p.stderr[-1500:]
+    assert message in p.stderr and "Traceback" not in p.stderr
