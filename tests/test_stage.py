@@ -259,7 +259,7 @@ def test_geneval_preset_stops_in_one_line_naming_what_is_missing(rows, message, 
     """The preset names its files (relative to the working directory); each missing piece is one line, before any
     model is built, and never a fall-back to the toy's files."""
     if rows is not None:
-        _write_jsonl(tmp_path / "data/geneval/stage_train.jsonl", rows)
+        _write_jsonl(tmp_path / "data/geneval/stage_train.jsonl", rows * 8)  # the preset's 8 prompts per step
         _write_jsonl(tmp_path / "data/geneval/evaluation_metadata.jsonl", [COCO_ROW])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, "HF_HUB_OFFLINE": "1",
            "HF_HUB_CACHE": str(tmp_path / "empty_cache")}
