@@ -32,26 +32,19 @@ import contextlib
 import copy
 import functools
 import os
-import resource
-import signal
-import sys
 import time
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.distributed as dist
-import tyro
-from tqdm import tqdm
 
-from common.evaluation import check_eval, geneval_eval
-from common.models import MODELS, load_model
+from common.models import load_model
 from common.prompts import load_prompts
-from common.run import check_args
+from common.run import Run, cli, fail, load_eval_prompts
 from common.sampling import cond_repeat, sample, score
-from common import checkpoint
 from common.distributed import activation_checkpointing, gathered, mixed_precision, shard
-from common.utils import Logger, make_generator, rollout_noise, save_image_grid, seed_everything
+from common.utils import rollout_noise, seed_everything
 from rewards import RewardError, check_reward, compute_rewards, get_reward
 
 
@@ -64,6 +57,10 @@ class Args:
     """seed of the initialisation, prompt order and rollout noise"""
     out_dir: str = "runs"
     """where metrics.jsonl, TensorBoard events, grids and checkpoints are written"""
+    track: bool = False
+    """also log the metrics to Weights & Biases (needs `pip install wandb`; WANDB_MODE=offline works offline)"""
+    wandb_project: str = "grpo-ar"
+    """the Weights & Biases project of --track"""
     device: str = "auto"
     """'auto' (cuda if available, else cpu), 'cpu' or 'cuda'"""
     image_every: int = 50
@@ -140,10 +137,6 @@ class Args:
     """recompute each transformer block's activations in the backward pass (less memory, slower update)"""
 
 
-def fail(msg: str):
-    sys.exit(f"error: {msg}")
-
-
 # ---------------------------------------------------------------------------------------------------
 # ALGO LOGIC: the maths, as small pure functions
 
@@ -180,9 +173,7 @@ def grpo_loss(logp, old_logp, ref_logp, adv, clip_eps: float, beta: float):
 
 # ---------------------------------------------------------------------------------------------------
 if __name__ == "__main__":
-    args = tyro.cli(Args)
-    if problem := check_args(args):  # every field in its range (common/run.py), before anything is built
-        fail(problem)
+    args = cli(Args)  # parsed and checked before anything is built, one line on bad input (common/run.py)
 
     # TRY NOT TO MODIFY: distributed setup (nanoGPT style; plain `python` runs as one process)
     ddp = int(os.environ.get("RANK", -1)) != -1
@@ -196,20 +187,15 @@ if __name__ == "__main__":
     else:
         rank, world_size = 0, 1
         device = torch.device("cuda" if use_cuda else "cpu")
-    master = rank == 0
 
     # Bad input fails here, in one line, before any model is built.
-    if args.model not in MODELS and not os.path.isdir(args.model):
-        fail(f"unknown model {args.model!r}; known: {', '.join(MODELS)} or a weights directory")
     if args.prompts_per_step % world_size:
         fail(f"--prompts-per-step {args.prompts_per_step} is not divisible by world size {world_size}")
     try:
         train_prompts = load_prompts(args.prompts)
         if len(train_prompts) < args.prompts_per_step:
             raise ValueError(f"{args.prompts} holds {len(train_prompts)} prompts, fewer than --prompts-per-step")
-        eval_prompts = load_prompts(args.eval_prompts) if args.eval_prompts and args.eval_samples > 0 else []
-        if eval_prompts:
-            check_eval(eval_prompts, args.eval_detector)
+        eval_prompts = load_eval_prompts(args)  # held-out GenEval prompts of the evaluation ([] = none)
         check_reward(args.reward, train_prompts)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
@@ -218,16 +204,6 @@ if __name__ == "__main__":
     mb = args.micro_batch_size or B_rank
     if B_rank % mb:
         fail(f"--micro-batch-size {mb} must divide the {B_rank} images per rank")
-    run_dir = os.path.join(args.out_dir, f"{args.exp_name}_s{args.seed}")
-
-    if args.resume:
-        try:  # a complete checkpoint, trained with the same experiment-defining arguments
-            args.resume = checkpoint.resolve(args.resume, args)
-        except (FileNotFoundError, ValueError) as e:
-            fail(str(e))
-    elif os.path.exists(os.path.join(run_dir, "metrics.jsonl")):  # never mix two runs' outputs
-        fail(f"{run_dir} already holds a run: continue it with --resume {run_dir}, or start another with a new "
-             f"--exp-name, --seed or --out-dir")
     fsdp = ddp and args.dist == "fsdp2"
 
     # TRY NOT TO MODIFY: seeding (same init on every rank, seed + rank for rollouts)
@@ -261,61 +237,17 @@ if __name__ == "__main__":
     decay_steps = args.lr_decay_steps or args.num_steps
     decay = (lambda i: max(0.0, 1 - i / decay_steps)) if args.lr_schedule == "linear" else (lambda i: 1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
-    order_gen = make_generator(args.seed)  # prompt order: identical on every rank
-    perm, cursor, start_step = torch.randperm(len(train_prompts), generator=order_gen), 0, 0
-    ckpt_root, last_ckpt = os.path.join(run_dir, "checkpoints"), args.resume or None
-    if args.resume:  # policy, optimizer, scheduler, RNG of every rank, step and prompt order
-        state = checkpoint.load(args.resume, policy, optimizer, scheduler)
-        start_step, perm, cursor = state["step"], state["perm"], state["cursor"]
-        order_gen.set_state(state["order_gen"])
-    logger = Logger(run_dir, vars(args), enabled=master, resume_step=start_step)
-    if master:
-        print(f"{len(train_prompts)} prompts | {world_size} rank(s) x {P_rank} prompts x G={args.group_size} "
-              f"= {B_rank * world_size} images/step | {bk.num_tokens} tokens/image | "
-              f"{sum(p.numel() for p in params) / 1e6:.2f}M trainable params | "
-              f"out: {run_dir}" + (f" | resumed at step {start_step}" if args.resume else ""))
+    # resume (or start) the run; metrics, checkpoints, SIGTERM/SIGINT, evaluation (common/run.py)
+    run = Run(args, bk, optimizer, scheduler, train_prompts, eval_prompts, amp)
 
-    def save(step: int, metrics: dict | None = None) -> str:
-        train_state = {"perm": perm, "cursor": cursor, "order_gen": order_gen.get_state()}
-        return checkpoint.save(ckpt_root, step, policy, optimizer, scheduler, train_state, args, metrics,
-                               args.keep_last)
-
-    def evaluate(tag: str):
-        if not eval_prompts:
-            return None
-        with gathered(model), amp():  # FSDP2: whole parameters for the sampler; every rank scores its share
-            summary, images, captions = geneval_eval(bk, eval_prompts, args.eval_samples, cfg_scale=args.cfg_scale,
-                                                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                                                     detector=args.eval_detector, rank=rank, world_size=world_size)
-        if master:
-            save_image_grid(images[:64], captions[:64], os.path.join(run_dir, f"eval_{tag}.png"))
-            print(f"held-out strict GenEval ({tag}): " + " | ".join(f"{k} {v:.3f}" for k, v in summary.items()))
-        return summary
-
-    # SIGTERM (schedulers' preemption) or Ctrl-C: finish the step, save a checkpoint, exit cleanly
-    stop_signal = []
-
-    def on_signal(signum, frame):
-        stop_signal.append(signum)
-        signal.signal(signum, signal.SIG_DFL)  # a second signal kills at once
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    before = evaluate("before") if not args.resume else None
+    run.evaluate("before")  # held-out strict GenEval before training (not when resuming)
     sample_kw = dict(cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     # guided scoring keeps CFG and temperature but not top-k/top-p: a token the filter drops after the update
     # (or under π_ref) would otherwise get log p = −inf
     score_kw = dict(cfg_scale=args.cfg_scale, temperature=args.temperature) if args.guided_logprobs else {}
-    for step in tqdm(range(start_step + 1, args.num_steps + 1), disable=not master, desc=args.exp_name):
+    for step in run.steps():
         t0 = time.time()
-        # the next P prompts of a shuffled epoch; rank r takes its contiguous share
-        if cursor + args.prompts_per_step > len(perm):
-            perm, cursor = torch.randperm(len(train_prompts), generator=order_gen), 0
-        group_ids = list(range(cursor + rank * P_rank, cursor + (rank + 1) * P_rank))  # global group indices
-        idx = perm[group_ids[0] : group_ids[-1] + 1]
-        cursor += args.prompts_per_step
-        batch = [train_prompts[i] for i in idx.tolist()]
+        batch, group_ids = run.next_prompts()  # this rank's share of the step's P prompts, global group ids
 
         # ALGO LOGIC: rollout. Each prompt's group of G images is sampled on this rank.
         texts = [m["prompt"] for m in batch for _ in range(args.group_size)]  # B_rank prompts, grouped
@@ -333,7 +265,7 @@ if __name__ == "__main__":
         try:
             rewards = compute_rewards(reward_fn, args.reward, images, texts, metas).to(device)  # (B,)
         except RewardError as e:
-            fail(f"{e} at step {step}; last checkpoint: {last_ckpt or 'none'}")
+            fail(f"{e} at step {step}; last checkpoint: {run.last_ckpt or 'none'}")
         adv = group_advantages(rewards.view(P_rank, args.group_size), args.adv_eps).view(-1)  # (B,)
         zero_std = (rewards.view(P_rank, args.group_size).std(dim=1) < 1e-6).float().mean()
         t2 = time.time()
@@ -376,59 +308,22 @@ if __name__ == "__main__":
             grad_norm = grad_norm.full_tensor() if fsdp else grad_norm  # FSDP2: a sharded (DTensor) norm
             if not (torch.isfinite(grad_norm) and all(torch.isfinite(torch.tensor(v)) for v in stats.values())):
                 fail(f"non-finite loss or gradient at step {step} (the update was not applied); last good "
-                     f"checkpoint: {last_ckpt or 'none'}; resume from it with a lower --lr")
+                     f"checkpoint: {run.last_ckpt or 'none'}; resume from it with a lower --lr")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         t3 = time.time()
 
         # TRY NOT TO MODIFY: logging (metrics averaged over ranks; the reward std over every image of the step)
-        every = [torch.empty_like(rewards) for _ in range(world_size)] if ddp else [rewards]
-        if ddp:
-            dist.all_gather(every, rewards)
         metrics = {
-            "charts/reward_mean": rewards.mean().item(), "charts/reward_std": torch.cat(every).std().item(),
+            "charts/reward_mean": rewards.mean().item(), "charts/reward_std": run.gather(rewards).std().item(),
             "charts/frac_zero_std_groups": zero_std.item(), "losses/policy_loss": stats["loss"],
             "losses/kl": stats["kl"], "losses/clipfrac": stats["clipfrac"], "losses/entropy": stats["entropy"],
             "losses/sample_entropy": sample_entropy.mean().item(), "losses/grad_norm": grad_norm.item(),
             "perf/images_per_sec": B_rank * world_size / (t3 - t0), "perf/sample_s": t1 - t0,
             "perf/reward_s": t2 - t1, "perf/update_s": t3 - t2, "charts/lr": scheduler.get_last_lr()[0],
         }
-        if ddp:
-            vec = torch.tensor(list(metrics.values()), device=device)
-            dist.all_reduce(vec, op=dist.ReduceOp.SUM)
-            metrics = {k: v / world_size for k, v in zip(metrics, vec.tolist())}
-            metrics["perf/images_per_sec"] *= world_size
-        metrics["perf/peak_mem_gb"] = (torch.cuda.max_memory_allocated() if use_cuda else
-                                       resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**30
-        logger.log(step, metrics)
-        if master and args.image_every and step % args.image_every == 0:
-            caps = [f"{r:.2f} {t}" for r, t in zip(rewards.tolist(), texts)]
-            save_image_grid(images[:32].float().cpu(), caps[:32], os.path.join(run_dir, f"rollouts_{step:05d}.png"))
-        stop = torch.tensor(float(bool(stop_signal)), device=device)
-        if ddp:  # every rank stops at the same step, even if only one received the signal
-            dist.all_reduce(stop, op=dist.ReduceOp.MAX)
-        if stop.item() or step == args.num_steps or (args.save_every and step % args.save_every == 0):
-            last_ckpt = save(step, metrics)
-        if stop.item():
-            if master:
-                print(f"stopped by a signal after step {step}; continue with --resume {last_ckpt}")
-            logger.close()
-            if ddp:
-                dist.destroy_process_group()
-            sys.exit(0)
+        metrics = run.log(step, metrics, images, rewards, texts)  # averaged over ranks; rollout grids
+        run.maybe_save(step, metrics)  # every --save-every steps and the last; SIGTERM/SIGINT: save, exit
 
-    if ddp and not fsdp:  # sanity check: DDP keeps the parameters of every rank identical
-        flat = torch.cat([p.detach().flatten() for p in policy.parameters()])
-        flat0 = flat.clone()
-        dist.broadcast(flat0, src=0)
-        if not torch.equal(flat, flat0):
-            fail(f"rank {rank} parameters differ from rank 0")
-        if master:
-            print(f"parameters identical on all {world_size} ranks")
-    after = evaluate("after")
-    if master and before is not None:
-        print(f"held-out strict GenEval overall: before {before['overall']:.3f} -> after {after['overall']:.3f}")
-    logger.close()
-    if ddp:
-        dist.destroy_process_group()
+    run.finish()  # DDP: ranks identical? held-out GenEval after training; close the logs

@@ -136,7 +136,7 @@ def _prune(root: str, keep_last: int, keep: str):
 # memory layout). Any other difference is refused, naming the field.
 RESUMABLE_CHANGES = {"num_steps", "save_every", "keep_last", "resume", "image_every", "out_dir", "exp_name", "device",
                      "eval_samples", "eval_prompts", "eval_detector", "sample_chunk", "micro_batch_size",
-                     "activation_checkpointing", "dist"}
+                     "activation_checkpointing", "dist", "track", "wandb_project"}
 
 
 def _complete(path: str) -> bool:
@@ -172,7 +172,7 @@ def check_resume_args(path: str, args) -> None:
         info = json.load(f)
     saved, now = info.get("args", {}), json.loads(json.dumps(dict(vars(args)), default=str))
     script = os.path.basename(sys.argv[0])
-    if info.get("script", script) != script or set(saved) != set(now):
+    if info.get("script", script) != script or set(saved) - RESUMABLE_CHANGES != set(now) - RESUMABLE_CHANGES:
         raise ValueError(f"--resume {path}: a checkpoint of {info.get('script', 'another script')}, not of {script}")
     for k in sorted(set(now) - RESUMABLE_CHANGES):
         if saved[k] != now[k]:

@@ -1,13 +1,41 @@
-"""Run plumbing shared by the algorithm scripts, that nobody reads a script to learn: argument validation.
+"""Run plumbing shared by the algorithm scripts, that nobody reads a script to learn.
 
-`check_args(args)` walks every field of a script's Args that has a range in RANGES (fields a script does not have
-are skipped) and returns the first problem as one line naming the flag and what it accepts, or "". The scripts
-call it first, before torch.distributed is set up or any model is built.
+`cli(Args, PRESETS)`, before anything is built: a --preset's values become the defaults (explicit flags still win);
+every field must be in its range (RANGES), the model known, wandb installed for --track; a fresh run never writes
+into an existing run directory and --resume must name a complete checkpoint of the same experiment. Bad input ends
+in one line on stderr (`fail`), exit status 1.
+
+`Run(...)`, built on every rank once the policy, its optimizer and LR scheduler exist: resumes (weights, optimizer,
+scheduler, RNG states, step, prompt order) or starts; deals out each step's prompts; logs metrics averaged over the
+ranks (common/utils.Logger: JSONL, TensorBoard when installed, W&B with --track); saves checkpoints, and after
+SIGTERM/SIGINT saves and exits 0 at the end of the step; evaluates on held-out GenEval prompts before and after
+training; checks that DDP kept the ranks' parameters identical.
 """
 from __future__ import annotations
 
 import math
+import os
+import resource
+import signal
+import sys
+from dataclasses import replace
 from typing import Callable
+
+import torch
+import torch.distributed as dist
+import tyro
+from tqdm import tqdm
+
+from common import checkpoint, evaluation
+from common.distributed import gathered
+from common.models import MODELS
+from common.prompts import load_prompts
+from common.utils import Logger, import_wandb, make_generator, save_image_grid
+
+
+def fail(msg: str):
+    """Stop with one line on stderr, `error: msg`, and exit status 1."""
+    sys.exit(f"error: {msg}")
 
 
 def _num(x) -> bool:
@@ -62,9 +90,175 @@ def check_args(args) -> str:
                 good = False
             if not good:
                 return f"--{name.replace('_', '-')} {value!r}: must be {accepts}"
-    if getattr(args, "device", "auto") == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            return "--device cuda: no CUDA device is visible to torch (use --device cpu, or a CUDA build of torch)"
+    if getattr(args, "device", "auto") == "cuda" and not torch.cuda.is_available():
+        return "--device cuda: no CUDA device is visible to torch (use --device cpu, or a CUDA build of torch)"
     return ""
+
+
+def run_dir(args) -> str:
+    """<out_dir>/<exp_name>_s<seed>: metrics, TensorBoard events, image grids and checkpoints of one run."""
+    return os.path.join(args.out_dir, f"{args.exp_name}_s{args.seed}")
+
+
+def cli(args_cls, presets: dict | None = None):
+    """The command line parsed into `args_cls` and checked (see the module docstring); fails in one line.
+    args.resume comes back resolved to the checkpoint's step directory."""
+    args = tyro.cli(args_cls)
+    if presets and args.preset != "toy":  # parse again with the preset's values as defaults, so explicit flags win
+        args = tyro.cli(args_cls, default=replace(args_cls(), **presets[args.preset]))
+    if problem := check_args(args):
+        fail(problem)
+    if args.model not in MODELS and not os.path.isdir(args.model):
+        fail(f"unknown model {args.model!r}; known: {', '.join(MODELS)} or a weights directory")
+    try:
+        if args.track:
+            import_wandb()
+        if args.resume:  # a complete checkpoint, trained with the same experiment-defining arguments
+            args.resume = checkpoint.resolve(args.resume, args)
+    except (ImportError, FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    if not args.resume and os.path.exists(os.path.join(run_dir(args), "metrics.jsonl")):  # never mix two runs
+        fail(f"{run_dir(args)} already holds a run: continue it with --resume {run_dir(args)}, or start another with "
+             f"a new --exp-name, --seed or --out-dir")
+    return args
+
+
+def load_eval_prompts(args) -> list[dict]:
+    """The held-out GenEval prompts of the before/after evaluation ([] = none), checked against --eval-detector.
+    Raises ValueError or FileNotFoundError in one line."""
+    prompts = load_prompts(args.eval_prompts) if args.eval_prompts and args.eval_samples > 0 else []
+    if prompts:
+        evaluation.check_eval(prompts, args.eval_detector)
+    return prompts
+
+
+class Run:
+    """A run's life around the algorithm (see the module docstring). Collective: build it and call every method on
+    every rank. bk: the model backend (bk.policy: the module the optimizer was built on, plain or FSDP2-sharded);
+    amp: the script's autocast context for the evaluation's sampler."""
+
+    def __init__(self, args, bk, optimizer, scheduler, train_prompts: list[dict], eval_prompts: list[dict], amp):
+        self.args, self.bk, self.optimizer, self.scheduler, self.amp = args, bk, optimizer, scheduler, amp
+        self.prompts, self.eval_prompts = train_prompts, eval_prompts
+        self.ddp = dist.is_initialized()
+        self.rank, self.world_size = (dist.get_rank(), dist.get_world_size()) if self.ddp else (0, 1)
+        self.master, self.dir, self.device = self.rank == 0, run_dir(args), bk.device
+        self.last_ckpt = args.resume or None  # the newest complete checkpoint, named when a step fails
+        self.order_gen = make_generator(args.seed)  # prompt order: identical on every rank
+        self.perm, self.cursor, self.start_step = torch.randperm(len(train_prompts), generator=self.order_gen), 0, 0
+        if args.resume:  # policy, optimizer, scheduler, RNG of every rank, step and prompt order
+            state = checkpoint.load(args.resume, bk.policy, optimizer, scheduler)
+            self.start_step, self.perm, self.cursor = state["step"], state["perm"], state["cursor"]
+            self.order_gen.set_state(state["order_gen"])
+        self.logger = Logger(self.dir, vars(args), enabled=self.master, resume_step=self.start_step,
+                             wandb_project=args.wandb_project if args.track else None)
+        self.before, self.stop_signal = None, []
+        signal.signal(signal.SIGTERM, self._on_signal)  # schedulers' preemption or Ctrl-C: finish the step, save,
+        signal.signal(signal.SIGINT, self._on_signal)  # exit cleanly
+        if self.master:
+            P_rank, G = args.prompts_per_step // self.world_size, args.group_size
+            n_params = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+            print(f"{len(train_prompts)} prompts | {self.world_size} rank(s) x {P_rank} prompts x G={G} "
+                  f"= {args.prompts_per_step * G} images/step | {bk.num_tokens} tokens/image | "
+                  f"{n_params / 1e6:.2f}M trainable params | out: {self.dir}"
+                  + (f" | resumed at step {self.start_step}" if args.resume else ""))
+
+    def _on_signal(self, signum, frame):
+        self.stop_signal.append(signum)
+        signal.signal(signum, signal.SIG_DFL)  # a second signal kills at once
+
+    def steps(self):
+        """The steps still to run, start_step + 1 .. num_steps, with a progress bar on rank 0."""
+        return tqdm(range(self.start_step + 1, self.args.num_steps + 1), disable=not self.master,
+                    desc=self.args.exp_name)
+
+    def next_prompts(self) -> tuple[list[dict], list[int]]:
+        """The next P prompts of a shuffled epoch (a new epoch when fewer than P are left); rank r takes its
+        contiguous share. -> (this rank's P / world_size prompts, their global group indices)."""
+        P, P_rank = self.args.prompts_per_step, self.args.prompts_per_step // self.world_size
+        if self.cursor + P > len(self.perm):
+            self.perm, self.cursor = torch.randperm(len(self.prompts), generator=self.order_gen), 0
+        group_ids = list(range(self.cursor + self.rank * P_rank, self.cursor + (self.rank + 1) * P_rank))
+        idx = self.perm[group_ids[0] : group_ids[-1] + 1]
+        self.cursor += P
+        return [self.prompts[i] for i in idx.tolist()], group_ids
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """x (N, ...) of every rank, concatenated in rank order (x itself on one process)."""
+        if not self.ddp:
+            return x
+        every = [torch.empty_like(x) for _ in range(self.world_size)]
+        dist.all_gather(every, x)
+        return torch.cat(every)
+
+    def log(self, step: int, metrics: dict, images=None, rewards=None, texts=None) -> dict:
+        """Average the scalar `metrics` over the ranks, add the peak memory and log them (rank 0 writes). Every
+        --image-every steps, also a grid of rank 0's rollouts `images` captioned with their rewards and prompts.
+        -> the logged metrics."""
+        if self.ddp:
+            vec = torch.tensor(list(metrics.values()), device=self.device)
+            dist.all_reduce(vec, op=dist.ReduceOp.SUM)
+            metrics = {k: v / self.world_size for k, v in zip(metrics, vec.tolist())}  # images/s: already global
+        metrics["perf/peak_mem_gb"] = (torch.cuda.max_memory_allocated() if self.device.type == "cuda" else
+                                       resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**30
+        self.logger.log(step, metrics)
+        if self.master and images is not None and self.args.image_every and step % self.args.image_every == 0:
+            caps = [f"{r:.2f} {t}" for r, t in zip(rewards.tolist(), texts)]
+            save_image_grid(images[:32].float().cpu(), caps[:32], os.path.join(self.dir, f"rollouts_{step:05d}.png"))
+        return metrics
+
+    def maybe_save(self, step: int, metrics: dict):
+        """End of a step: a resumable checkpoint (common/checkpoint.py; the newest --keep-last are kept) every
+        --save-every steps and after the last. After SIGTERM/SIGINT on any rank, every rank saves and exits 0."""
+        stop = torch.tensor(float(bool(self.stop_signal)), device=self.device)
+        if self.ddp:  # every rank stops at the same step, even if only one received the signal
+            dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+        if stop.item() or step == self.args.num_steps or (self.args.save_every and step % self.args.save_every == 0):
+            train_state = {"perm": self.perm, "cursor": self.cursor, "order_gen": self.order_gen.get_state()}
+            self.last_ckpt = checkpoint.save(os.path.join(self.dir, "checkpoints"), step, self.bk.policy,
+                                             self.optimizer, self.scheduler, train_state, self.args, metrics,
+                                             self.args.keep_last)
+        if stop.item():
+            if self.master:
+                print(f"stopped by a signal after step {step}; continue with --resume {self.last_ckpt}")
+            self.close()
+            sys.exit(0)
+
+    def evaluate(self, tag: str) -> dict | None:
+        """Strict GenEval on the held-out prompts (every rank samples and scores its share); rank 0 prints the
+        summary and saves eval_<tag>.png. None without held-out prompts, and for "before" when resuming."""
+        if not self.eval_prompts or (tag == "before" and self.args.resume):
+            return None
+        a = self.args
+        with gathered(self.bk.policy), self.amp():  # FSDP2: whole parameters for the sampler
+            summary, images, captions = evaluation.geneval_eval(
+                self.bk, self.eval_prompts, a.eval_samples, cfg_scale=a.cfg_scale, temperature=a.temperature,
+                top_k=a.top_k, top_p=a.top_p, detector=a.eval_detector, rank=self.rank, world_size=self.world_size)
+        if self.master:
+            save_image_grid(images[:64], captions[:64], os.path.join(self.dir, f"eval_{tag}.png"))
+            print(f"held-out strict GenEval ({tag}): " + " | ".join(f"{k} {v:.3f}" for k, v in summary.items()))
+        if tag == "before":
+            self.before = summary
+        return summary
+
+    def finish(self):
+        """After the last step: DDP's sanity check (every rank's parameters identical to rank 0's), the held-out
+        evaluation after training (printed next to the one before), then close the logs and the process group."""
+        if self.ddp and self.args.dist != "fsdp2":
+            flat = torch.cat([p.detach().flatten() for p in self.bk.policy.parameters()])
+            flat0 = flat.clone()
+            dist.broadcast(flat0, src=0)
+            if not torch.equal(flat, flat0):
+                fail(f"rank {self.rank} parameters differ from rank 0")
+            if self.master:
+                print(f"parameters identical on all {self.world_size} ranks")
+        after = self.evaluate("after")
+        if self.master and self.before is not None:
+            print(f"held-out strict GenEval overall: before {self.before['overall']:.3f} -> after "
+                  f"{after['overall']:.3f}")
+        self.close()
+
+    def close(self):
+        self.logger.close()
+        if self.ddp:
+            dist.destroy_process_group()

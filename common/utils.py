@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 
 import numpy as np
 import torch
@@ -107,14 +108,27 @@ def save_image_grid(images: torch.Tensor, captions: list[str], path: str, ncol: 
     write_atomic(path, lambda p: canvas.save(p, format="PNG"))
 
 
-class Logger:
-    """Metrics to <out_dir>/metrics.jsonl (always) and TensorBoard (when installed). Master rank only.
-    resume_step > 0: a resumed run; rows after that step (logged by the interrupted run after its last
-    checkpoint) are dropped first, so the file holds each step once."""
+def import_wandb():
+    """wandb, imported only for --track; an ImportError in one line when it is not installed."""
+    try:
+        import wandb
+    except ImportError:
+        raise ImportError("--track logs to Weights & Biases, which is not installed: pip install wandb "
+                          "(WANDB_MODE=offline logs without an account)") from None
+    return wandb
 
-    def __init__(self, out_dir: str, config: dict, enabled: bool = True, resume_step: int = 0):
+
+class Logger:
+    """Metrics to <out_dir>/metrics.jsonl (always), TensorBoard (when installed) and Weights & Biases (when
+    wandb_project is given: the scripts' --track; WANDB_MODE=offline works offline), as CleanRL does. Master rank
+    only. resume_step > 0: a resumed run; rows after that step (logged by the interrupted run after its last
+    checkpoint) are dropped first, so the file holds each step once. The W&B run id is kept in <out_dir>/wandb_id,
+    so a resumed run continues the same W&B run (which ignores the steps it already has)."""
+
+    def __init__(self, out_dir: str, config: dict, enabled: bool = True, resume_step: int = 0,
+                 wandb_project: str | None = None):
         self.enabled = enabled
-        self.writer = None
+        self.writer = self.wandb = None
         if not enabled:
             return
         os.makedirs(out_dir, exist_ok=True)
@@ -137,6 +151,20 @@ class Logger:
             self.writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{rows}")
         except ImportError:
             pass
+        if wandb_project is not None:
+            wandb = import_wandb()
+            id_path = os.path.join(out_dir, "wandb_id")
+            if not os.path.isfile(id_path):
+
+                def write_id(tmp):
+                    with open(tmp, "w") as f:
+                        f.write(secrets.token_hex(4) + "\n")
+
+                write_atomic(id_path, write_id)
+            with open(id_path) as f:
+                run_id = f.read().strip()
+            self.wandb = wandb.init(project=wandb_project, name=os.path.basename(os.path.normpath(out_dir)),
+                                    config=config, dir=out_dir, id=run_id, resume="allow")
 
     def log(self, step: int, metrics: dict):
         if not self.enabled:
@@ -146,9 +174,13 @@ class Logger:
         if self.writer is not None:
             for k, v in metrics.items():
                 self.writer.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(metrics, step=step)
 
     def close(self):
         if self.enabled:
             self.file.close()
             if self.writer is not None:
                 self.writer.close()
+            if self.wandb is not None:
+                self.wandb.finish()
