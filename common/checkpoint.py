@@ -180,6 +180,13 @@ def check_resume_args(path: str, args) -> None:
                              f"this run asks for {now[k]!r}; resume with the same value (or start a new run)")
 
 
+def _torch_load(path: str):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or corrupted: one line naming the file
+        raise ValueError(f"{path} is not a readable checkpoint file ({str(e).splitlines()[0][:200]})") from None
+
+
 def load(path: str, policy: torch.nn.Module, optimizer, scheduler) -> dict:
     """Restore policy, optimizer, scheduler and this rank's RNG states from a checkpoint (collective).
     -> the train_state dict given to `save`, plus "step"."""
@@ -188,9 +195,9 @@ def load(path: str, policy: torch.nn.Module, optimizer, scheduler) -> dict:
     _reshard(policy)
     full = StateDictOptions(full_state_dict=True)
     set_model_state_dict(policy, load_safetensors(os.path.join(path, "policy.safetensors")), options=full)
-    optim_sd = torch.load(os.path.join(path, "optimizer.pt"), map_location="cpu", weights_only=True)
+    optim_sd = _torch_load(os.path.join(path, "optimizer.pt"))
     set_optimizer_state_dict(policy, optimizer, optim_sd, options=full)
-    state = torch.load(os.path.join(path, "trainer.pt"), map_location="cpu", weights_only=True)
+    state = _torch_load(os.path.join(path, "trainer.pt"))
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])
     if state["world_size"] == world:

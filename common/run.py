@@ -120,6 +120,14 @@ def cli(args_cls, presets: dict | None = None):
     if not args.resume and os.path.exists(os.path.join(run_dir(args), "metrics.jsonl")):  # never mix two runs
         fail(f"{run_dir(args)} already holds a run: continue it with --resume {run_dir(args)}, or start another with "
              f"a new --exp-name, --seed or --out-dir")
+    try:  # the run directory can be written (not a file, not read-only), before any model is built
+        os.makedirs(run_dir(args), exist_ok=True)
+        probe = os.path.join(run_dir(args), f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        fail(f"--out-dir {args.out_dir}: cannot write the run directory {run_dir(args)} ({e.strerror or e})")
     return args
 
 
@@ -147,7 +155,10 @@ class Run:
         self.order_gen = make_generator(args.seed)  # prompt order: identical on every rank
         self.perm, self.cursor, self.start_step = torch.randperm(len(train_prompts), generator=self.order_gen), 0, 0
         if args.resume:  # policy, optimizer, scheduler, RNG of every rank, step and prompt order
-            state = checkpoint.load(args.resume, bk.policy, optimizer, scheduler)
+            try:
+                state = checkpoint.load(args.resume, bk.policy, optimizer, scheduler)
+            except (ValueError, RuntimeError, OSError, KeyError) as e:
+                fail(f"--resume {args.resume}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
             self.start_step, self.perm, self.cursor = state["step"], state["perm"], state["cursor"]
             self.order_gen.set_state(state["order_gen"])
         self.logger = Logger(self.dir, vars(args), enabled=self.master, resume_step=self.start_step,

@@ -76,3 +76,25 @@ def test_helper_commands_one_line(cmd, message, tmp_path):
     p = subprocess.run([sys.executable, *cmd, *out], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and p.stderr.strip().splitlines() == [f"error: {p.stderr.strip()[7:]}"], p.stderr[-1500:]
     assert message in p.stderr and "Traceback" not in p.stderr
+
+
+def test_out_dir_on_a_file_and_a_truncated_optimizer_state(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    base = [sys.executable, "grpo_vanilla.py", "--model", "tiny", "--num-steps", "1", "--prompts-per-step", "2",
+            "--group-size", "2", "--eval-samples", "0", "--image-every", "0"]
+    (tmp_path / "afile").write_text("x")
+    p = subprocess.run(base + ["--out-dir", str(tmp_path / "afile")], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode != 0 and p.stderr.strip().splitlines()[-1].startswith("error: --out-dir") and \
+        "cannot write the run directory" in p.stderr and "Traceback" not in p.stderr, p.stderr[-1500:]
+    out = tmp_path / "runs"
+    subprocess.run(base + ["--out-dir", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+                   check=True)
+    opt = out / "grpo_vanilla_s0" / "checkpoints" / "step_000001" / "optimizer.pt"
+    opt.write_bytes(opt.read_bytes()[:100])
+    p = subprocess.run(base + ["--num-steps", "2", "--out-dir", str(out), "--resume", str(out / "grpo_vanilla_s0")],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    last = p.stderr.strip().splitlines()[-1]
+    assert p.returncode != 0 and last.startswith("error: --resume") and "optimizer.pt is not a readable" in last, \
+        p.stderr[-1500:]
+    assert "Traceback" not in p.stderr
