@@ -384,6 +384,20 @@ def _bert_tokenizer(words):
                            sep_token="[SEP]", mask_token="[MASK]")
 
 
+def tiny_gdino_config(vocab_size: int):
+    """A GroundingDINO of a few hundred thousand parameters (Swin-T layout, one-layer BERT text tower)."""
+    import transformers as tf
+
+    return tf.GroundingDinoConfig(
+        backbone_config=dict(model_type="swin", embed_dim=8, depths=[1] * 4, num_heads=[1] * 4, window_size=4,
+                             image_size=128, out_indices=[2, 3, 4]),
+        text_config=dict(model_type="bert", vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=32),
+        d_model=32, encoder_layers=1, decoder_layers=2, num_queries=12, num_feature_levels=4, encoder_n_points=2,
+        decoder_n_points=2, max_text_len=32, encoder_ffn_dim=32, decoder_ffn_dim=32, encoder_attention_heads=2,
+        decoder_attention_heads=2)
+
+
 def write_rewards(cache: str, words: list[str]) -> dict[str, str]:
     """Every model-backed reward, in the hub cache under its real id. -> env vars pointing at them."""
     import transformers as tf
@@ -452,15 +466,7 @@ def write_rewards(cache: str, words: list[str]) -> dict[str, str]:
 
     # GroundingDINO (Swin-T layout, BERT text tower)
     torch.manual_seed(6)
-    cfg = tf.GroundingDinoConfig(
-        backbone_config=dict(model_type="swin", embed_dim=8, depths=[1] * 4, num_heads=[1] * 4, window_size=4,
-                             image_size=128, out_indices=[2, 3, 4]),
-        text_config=dict(model_type="bert", vocab_size=len(bert), hidden_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, intermediate_size=32),
-        d_model=32, encoder_layers=1, decoder_layers=2, num_queries=12, num_feature_levels=4, encoder_n_points=2,
-        decoder_n_points=2, max_text_len=32, encoder_ffn_dim=32, decoder_ffn_dim=32, encoder_attention_heads=2,
-        decoder_attention_heads=2)
-    gd = tf.GroundingDinoForObjectDetection(cfg)
+    gd = tf.GroundingDinoForObjectDetection(tiny_gdino_config(len(bert)))
     snap = hub_snapshot(cache, HUB["gdino"])
     gd.save_pretrained(snap)
     bert.save_pretrained(snap)

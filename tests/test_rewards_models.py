@@ -92,16 +92,10 @@ def git_reward(bert_tok):
 
 @pytest.fixture(scope="module")
 def gdino_reward(bert_tok):
+    from rehearsal_assets import tiny_gdino_config
+
     torch.manual_seed(0)
-    cfg = transformers.GroundingDinoConfig(
-        backbone_config=dict(model_type="swin", embed_dim=8, depths=[1] * 4, num_heads=[1] * 4, window_size=4,
-                             image_size=128, out_indices=[2, 3, 4]),
-        text_config=dict(model_type="bert", vocab_size=len(bert_tok), hidden_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, intermediate_size=32),
-        d_model=32, encoder_layers=1, decoder_layers=2, num_queries=12, num_feature_levels=4, encoder_n_points=2,
-        decoder_n_points=2, max_text_len=32, encoder_ffn_dim=32, decoder_ffn_dim=32, encoder_attention_heads=2,
-        decoder_attention_heads=2)
-    model = transformers.GroundingDinoForObjectDetection(cfg).eval()
+    model = transformers.GroundingDinoForObjectDetection(tiny_gdino_config(len(bert_tok))).eval()
     return GroundingDinoReward(model, bert_tok, box_threshold=0.3, scale=(128, 128), batch_size=2)
 
 
