@@ -17,6 +17,7 @@ every rank. Rank 0 writes; every rank reads (a shared filesystem, as torchrun jo
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -25,6 +26,7 @@ import sys
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
@@ -93,16 +95,23 @@ def save(root: str, step: int, policy: torch.nn.Module, optimizer, scheduler, tr
     if rank == 0:
         tmp = os.path.join(root, f"{name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        save_safetensors(model_sd, os.path.join(tmp, "policy.safetensors"))
-        torch.save(optim_sd, os.path.join(tmp, "optimizer.pt"))
-        torch.save({"step": step, "world_size": world, "rng": rngs, **train_state,
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None},
-                   os.path.join(tmp, "trainer.pt"))
-        info = {"step": step, "script": os.path.basename(sys.argv[0]), "args": dict(vars(args)),
-                "metrics": metrics or {}}
-        with open(os.path.join(tmp, "state.json"), "w") as f:
-            json.dump(info, f, indent=1, default=str)
+        try:
+            os.makedirs(tmp)
+            save_safetensors(model_sd, os.path.join(tmp, "policy.safetensors"))
+            torch.save(optim_sd, os.path.join(tmp, "optimizer.pt"))
+            torch.save({"step": step, "world_size": world, "rng": rngs, **train_state,
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None},
+                       os.path.join(tmp, "trainer.pt"))
+            info = {"step": step, "script": os.path.basename(sys.argv[0]), "args": dict(vars(args)),
+                    "metrics": metrics or {}}
+            with open(os.path.join(tmp, "state.json"), "w") as f:
+                json.dump(info, f, indent=1, default=str)
+        except (OSError, RuntimeError, SafetensorError) as e:  # a full disk (torch.save: "unexpected pos"): free it
+            shutil.rmtree(tmp, ignore_errors=True)
+            full = shutil.disk_usage(root).free < 2 ** 20 or getattr(e, "errno", None) == errno.ENOSPC
+            why = getattr(e, "strerror", None) or str(e).splitlines()[0]
+            why += "" if "space" in why else ": is the disk full?"
+            raise OSError(errno.ENOSPC if full else errno.EIO, f"could not write checkpoint {final} ({why})") from e
         old = f"{final}.old-{os.getpid()}"
         if os.path.isdir(final):  # re-saving a step (e.g. after a resume): set the old one aside until replaced
             os.replace(final, old)  # (a crash right here leaves `latest` naming a missing step: resolve() falls

@@ -52,8 +52,14 @@ def _row(obj, where: str) -> dict:
     return obj
 
 
+class Prompts(list):
+    """The rows of a prompt file; .where[i] names row i's origin ("file:line") for error messages."""
+
+    where: list[str]
+
+
 def _json_lines(path: str, lines) -> list[dict]:
-    rows = []
+    rows, where = Prompts(), []
     for lineno, line in enumerate(lines, start=1):
         line = line.strip()
         if not line:
@@ -63,6 +69,8 @@ def _json_lines(path: str, lines) -> list[dict]:
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
         rows.append(_row(obj, f"{path}:{lineno}"))
+        where.append(f"{path}:{lineno}")
+    rows.where = where
     return rows
 
 
@@ -78,13 +86,15 @@ def load_prompts(path: str) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         text = f.read()
     if ext == ".txt":
-        rows = [{"prompt": line.strip()} for line in text.splitlines() if line.strip()]
+        rows = Prompts({"prompt": line.strip()} for line in text.splitlines() if line.strip())
+        rows.where = [f"{path}:{n}" for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     elif ext == ".json" and text.lstrip().startswith("["):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
-        rows = [_row(obj, f"{path}: item {i}") for i, obj in enumerate(data)]
+        rows = Prompts(_row(obj, f"{path}: item {i}") for i, obj in enumerate(data))
+        rows.where = [f"{path}: item {i}" for i in range(len(data))]
     else:
         rows = _json_lines(path, text.splitlines())
     if not rows:

@@ -13,6 +13,7 @@ training; checks that DDP kept the ranks' parameters identical.
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import resource
@@ -128,7 +129,32 @@ def cli(args_cls, presets: dict | None = None):
         os.remove(probe)
     except OSError as e:
         fail(f"--out-dir {args.out_dir}: cannot write the run directory {run_dir(args)} ({e.strerror or e})")
+    stop_on_disk_errors(run_dir(args))
     return args
+
+
+# a write that fails for want of space or a writable disk, anywhere in a run: one line, not a traceback
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
+def stop_on_disk_errors(directory: str):
+    """Answer an uncaught disk error (a full disk mid-run, a volume gone read-only) with one line on stderr naming
+    the run directory and how to continue, exit status 1. Checkpoints are written atomically (common/checkpoint.py),
+    so the newest complete one is intact and --resume continues from it."""
+    previous = sys.excepthook
+
+    def hook(kind, error, tb):
+        if not (isinstance(error, OSError) and error.errno in DISK_ERRORS):
+            return previous(kind, error, tb)
+        what = f" ({error.filename})" if error.filename else ""
+        try:
+            then = f"continue with --resume {checkpoint.resolve(directory)}"
+        except (FileNotFoundError, ValueError):  # no complete checkpoint yet
+            then = f"start again (remove {directory} first)"
+        sys.stderr.write(f"error: writing the run's files failed: {error.strerror}{what}; free space or choose "
+                         f"another --out-dir, then {then}\n")
+
+    sys.excepthook = hook
 
 
 def load_eval_prompts(args) -> list[dict]:
@@ -270,6 +296,13 @@ class Run:
         self.close()
 
     def close(self):
+        """Close the logs; under torchrun also the process group, and then leave the process at once: with gloo,
+        a process that ran DDP aborts now and then while the interpreter tears down ("terminate called without
+        an active exception", status -6, after all its work is done), which torchrun reports as a failed run.
+        Everything is written and closed by then, so os._exit skips only that teardown."""
         self.logger.close()
         if self.ddp:
             dist.destroy_process_group()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)

@@ -67,8 +67,18 @@ def check_reward(name: str, metadata: list[dict]):
     module, factory = _spec(name).split(":")
     module = importlib.import_module(module)
     check = getattr(getattr(module, factory), "validate", None) or getattr(module, "validate", None)
-    if check is not None:  # the factory's own `validate` (e.g. the detector's classes), else the module's
+    if check is None:  # the factory's own `validate` (e.g. the detector's classes), else the module's
+        return
+    try:
         check(metadata)
+    except ValueError as e:  # name the first bad row by its file and line (common.prompts.Prompts.where)
+        where = getattr(metadata, "where", None) or [f"prompt row {i}" for i in range(len(metadata))]
+        for i, row in enumerate(metadata):
+            try:
+                check([row])
+            except ValueError as row_error:
+                raise ValueError(f"{where[i]}: {row_error}") from None
+        raise
 
 
 class RewardError(RuntimeError):

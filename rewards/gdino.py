@@ -207,8 +207,8 @@ def validate(metadata: list[dict]) -> None:
     from rewards.git_vqa import validate as validate_rows
 
     validate_rows(metadata)
-    for i, m in enumerate(metadata):
-        where = f"row {i} ({m.get('prompt')!r})"
+    for m in metadata:
+        where = f"prompt {m.get('prompt')!r}"
         if m["task_type"] == "spatial":
             info = m.get("spatial_info")
             if not isinstance(info, dict) or not {"obj1", "obj2", "locality"} <= set(info):

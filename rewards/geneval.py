@@ -49,9 +49,9 @@ def validate(metadata: list[dict], classes=None, colors=None) -> None:
     classes / colors: the names the detector can see (None: not checked)."""
     from rewards.geneval_rules import RELATIONS
 
-    for i, meta in enumerate(metadata):
+    for meta in metadata:
         prompt = meta.get("prompt") if isinstance(meta, dict) else meta
-        where = f"row {i} ({prompt!r})"
+        where = f"prompt {prompt!r}"
         inc = meta.get("include") if isinstance(meta, dict) else None
         if not (isinstance(inc, list) and inc and all(isinstance(r, dict) and "class" in r and "count" in r
                                                       for r in inc)):

@@ -107,8 +107,8 @@ def load_git_vqa(device="cpu", model: str | None = None) -> GitVQAReward:
 
 def validate(metadata: list[dict]) -> None:
     """T2I-R1 rows (`geneval_and_t2i_data_final.json`): 'task_type' and a 'nouns' list."""
-    for i, m in enumerate(metadata):
+    for m in metadata:
         if not isinstance(m, dict) or "task_type" not in m or not isinstance(m.get("nouns"), list):
-            raise ValueError(f"the T2I-R1 rewards need metadata with 'task_type' and a 'nouns' list; row {i} "
-                             f"({m.get('prompt') if isinstance(m, dict) else m!r}) has none "
+            raise ValueError(f"the T2I-R1 rewards need metadata with 'task_type' and a 'nouns' list; prompt "
+                             f"{m.get('prompt') if isinstance(m, dict) else m!r} has none "
                              f"(use geneval_and_t2i_data_final.json-style rows)")

@@ -60,7 +60,7 @@ def test_one_line(case, tmp_path):
 
 @pytest.mark.parametrize("cmd, message", [
     (["evaluate.py", "--n", "0"], "--n 0: must be >= 1"),
-    (["evaluate.py", "--prompts", "data/imagenet/class_ids.txt"], "row 0 ('0') has none"),
+    (["evaluate.py", "--prompts", "data/imagenet/class_ids.txt"], "class_ids.txt:1: GenEval reward needs metadata"),
     (["-m", "common.coco_prompts", "--ratio", "1:2"], "tag ratio must be one of"),
     (["-m", "common.coco_prompts", "--n", "-5"], "--n -5 must be >= 1"),
     (["-m", "common.coco_prompts", "--exclude", "nope.jsonl"], "prompt file not found: nope.jsonl"),
@@ -98,3 +98,39 @@ def test_out_dir_on_a_file_and_a_truncated_optimizer_state(tmp_path):
     assert p.returncode != 0 and last.startswith("error: --resume") and "optimizer.pt is not a readable" in last, \
         p.stderr[-1500:]
     assert "Traceback" not in p.stderr
+
+
+def test_full_disk_mid_run_is_one_line(tmp_path, monkeypatch):
+    """A checkpoint that cannot be written leaves no partial directory and `latest` naming the last good step;
+    the uncaught disk error is one line naming how to continue."""
+    import torch
+
+    from common import checkpoint
+
+    class A:
+        seed = 0
+
+    policy = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(policy.parameters())
+    root = tmp_path / "run" / "checkpoints"
+    checkpoint.save(str(root), 1, policy, opt, None, {}, A())
+
+    def full(*a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match="could not write checkpoint .*step_000002.*is the disk full"):
+        checkpoint.save(str(root), 2, policy, opt, None, {}, A())
+    assert sorted(os.listdir(root)) == ["latest", "step_000001"]
+
+    snippet = ("import errno, sys; from common.run import stop_on_disk_errors; stop_on_disk_errors(sys.argv[1]); "
+               "raise OSError(errno.ENOSPC, 'No space left on device', 'metrics.jsonl')")
+    env = {**os.environ, "PYTHONPATH": REPO}
+    p = subprocess.run([sys.executable, "-c", snippet, str(tmp_path / "run")], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and p.stderr.strip().splitlines() == [p.stderr.strip()] and "Traceback" not in p.stderr
+    assert "No space left on device (metrics.jsonl)" in p.stderr
+    assert f"--resume {root / 'step_000001'}" in p.stderr
+    p = subprocess.run([sys.executable, "-c", snippet.replace("errno.ENOSPC", "errno.ENOENT"), str(tmp_path)],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "Traceback" in p.stderr  # other errors keep their traceback

@@ -1,5 +1,6 @@
 """load_prompts: good files and one-line errors for bad ones."""
 
+import json
 import os
 
 import pytest
@@ -104,3 +105,21 @@ def test_geneval_metadata_checked_against_the_detector(row, match):
     with pytest.raises(ValueError, match=match):
         check_reward("geneval_coco", [{"prompt": "p", "tag": "single_object", **row}])
     check_reward("geneval", [{"prompt": "p", "include": [{"class": "square", "count": 2}]}])  # the toy's classes
+
+
+def test_metadata_errors_name_the_file_and_line(tmp_path):
+    """A bad row of a prompt file is named by file:line (blank lines counted), for .jsonl and .txt files."""
+    from rewards import check_reward
+
+    good = '{"prompt": "a photo of a cat", "include": [{"class": "cat", "count": 1}]}'
+    bad = '{"prompt": "three dogs", "include": [{"class": "dog", "count": "three"}]}'
+    path = tmp_path / "g.jsonl"
+    path.write_text(f"{good}\n\n{good}\n{bad}\n")
+    with pytest.raises(ValueError, match=r"g\.jsonl:4: .*'three dogs'.*count 'three'"):
+        check_reward("geneval_coco", load_prompts(str(path)))
+    txt = tmp_path / "t.txt"
+    txt.write_text("a red square\n\na photo of a cat\n")
+    with pytest.raises(ValueError, match=r"t\.txt:1: .*has none"):
+        check_reward("geneval", load_prompts(str(txt)))
+    with pytest.raises(ValueError, match=r"prompt row 1: .*count 'three'"):  # rows not read from a file
+        check_reward("geneval_coco", [json.loads(good), json.loads(bad)])
