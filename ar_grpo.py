@@ -27,7 +27,7 @@ AR-GRPO, the reward (raw scores s of the reward models; Q the release's quantise
     r   = λ_C·r_C + λ_I·r_I + λ_R·r_R       Eq. 10 (λ = 1; Tables 6–8 set some to 0)
     Q(s) = −1 (s < 0), 0.5 (s < 0.3), 1 (s < 0.6), 1.5 (s ≥ 0.6; the release crashes at s ≥ 1)
 Class-conditional prompts are ImageNet class ids ("207"); the reward models see "a photo of <class names>".
-AR-GRPO choices (the default is the paper; ar_grpo.md §7 lists how the release differs from it):
+AR-GRPO choices (the default is the paper; docs/ar_grpo.md, "Paper vs released code", lists how the release differs):
 6. A reward whose λ is 0 is not built (the release computes it and multiplies by 0: same advantages).
 7. Presets: c2i_paper / t2i_paper (AdamW β (0.9, 0.95), wd 0.05, 64 images per step, CFG 2, β 0.1) and
    c2i_release / t2i_release (AdamW defaults, 32 / 64 images, t2i CFG 4 and β 1.0, linear LR over the release's
@@ -60,6 +60,7 @@ from common.sampling import cond_repeat, sample, score
 from common.distributed import activation_checkpointing, gathered, mixed_precision, shard
 from common.utils import rollout_noise, seed_everything
 from rewards import RewardError, check_reward, compute_rewards, get_reward
+from rewards.geneval import GenEvalJudge
 
 
 @dataclass
@@ -268,7 +269,7 @@ if __name__ == "__main__":
         train_prompts = load_prompts(args.prompts)
         if len(train_prompts) < args.prompts_per_step:
             raise ValueError(f"{args.prompts} holds {len(train_prompts)} prompts, fewer than --prompts-per-step")
-        eval_prompts = load_eval_prompts(args)  # held-out GenEval prompts of the evaluation ([] = none)
+        eval_prompts = load_eval_prompts(args, GenEvalJudge(args.eval_detector))  # held-out GenEval prompts + judge
         if not terms:
             raise ValueError("no reward: give --align-rewards, --quality-reward or --realism-rewards with λ > 0")
         for _, name in terms:
@@ -282,7 +283,7 @@ if __name__ == "__main__":
         fail(f"--micro-batch-size {mb} must divide the {B_rank} images per rank")
     fsdp = ddp and args.dist == "fsdp2"
 
-    # TRY NOT TO MODIFY: seeding (same init on every rank, seed + rank for rollouts)
+    # TRY NOT TO MODIFY: seeding (same init on every rank; rollout noise seeded per (seed, step, group), not per rank)
     seed_everything(args.seed)
     # Mixed precision (--dtype bfloat16), as DeepSpeed's bf16 mode in the releases: the policy's parameters, their
     # gradients (so the DDP all-reduce) and AdamW's moments stay fp32; autocast runs the matmuls in bf16. FSDP2

@@ -1,66 +1,82 @@
-"""Held-out GenEval-style evaluation: N samples per prompt with fixed seeds, scored by the strict rules.
+"""Evaluate any model the scripts train, a base model by name, a run's checkpoint or an export, on a benchmark.
 
-    python evaluate.py                                # the shipped toy model on ShapeWorld's held-out prompts
-    python evaluate.py --checkpoint runs/grpo_vanilla_s0 --n 8   # a run's latest checkpoint
+    python evaluate.py                                         # the toy on ShapeWorld's held-out GenEval prompts
+    python evaluate.py --checkpoint runs/grpo_vanilla_s0       # a run's latest checkpoint, next to its base model
+    python evaluate.py --preset stage_janus7b_geneval --prompts evaluation_metadata.jsonl --device cuda
+    torchrun --nproc-per-node 8 evaluate.py --preset ar_grpo_c2i --ref-stats VIRTUAL_imagenet256_labeled.npz
 
-Prints GenEval's per-tag table and the overall score (the mean of the tag scores) and saves a grid.
+Benchmarks (--benchmark): geneval (GenEval's per-tag table), ocr (edit-distance reward, exact match), prefs
+(HPSv2.1, CLIP score, MANIQA, Qwen judge: mean ± s.e.), imagenet (FID, IS, precision/recall).
+Presets (--preset, the papers' sampling recipes; explicit flags win): toy, stage_janus7b_geneval, stage_janus7b_ocr,
+gcpo_janus7b_geneval, gcpo_janus1b_geneval, ar_grpo_c2i, ar_grpo_t2i_geneval, ar_grpo_t2i_drawbench.
+Per-image results go to <out>/<model>/results.rank*.jsonl as they are scored: run the same command again to resume.
+See docs/evaluation.md for each protocol and the command behind each paper table.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated
 
-import torch
 import tyro
 
-from common import checkpoint
-from common.evaluation import check_eval, geneval_eval
-from common.models import load_model, load_policy_checkpoint
-from common.prompts import load_prompts
-from common.utils import save_image_grid
-from rewards.geneval_rules import format_table, tag_counts
+from evals.cli import main, with_preset
 
 
 @dataclass
 class Args:
-    model: str = "toy"
-    """backend name or weights directory"""
+    preset: str = ""
+    """a paper's sampling recipe (listed above; '' = none); explicit flags override its values"""
+    benchmark: str = "geneval"
+    """geneval, ocr, prefs or imagenet"""
+    model: str = ""
+    """backend name or weights/export directory ('' = toy, or the checkpoint's base model)"""
     checkpoint: str = ""
-    """a run directory, its checkpoints/ or one checkpoints/step_* directory ('' = the base model)"""
-    prompts: str = "data/shapeworld/eval.jsonl"
-    """GenEval-format evaluation prompts (.jsonl)"""
-    n: int = 4
-    """samples per prompt"""
+    """a run directory, its checkpoints/ or one checkpoints/step_* directory ('' = the base model only)"""
+    baseline: bool = True
+    """with --checkpoint: also evaluate the base model, the first row of the table"""
+    prompts: str = ""
+    """the benchmark's prompt / metadata file ('' = its default)"""
+    n: Annotated[int, tyro.conf.arg(aliases=("--images-per-prompt",))] = 4
+    """images per prompt (per class for imagenet); under torchrun spell it --images-per-prompt"""
     seed: int = 1234
-    """seed of the sampling noise (the same seed gives the same draws)"""
+    """seed of the sampling noise: image j of prompt p is the same on any number of ranks"""
     cfg_scale: float = 3.0
-    """classifier-free guidance scale"""
+    """classifier-free guidance scale (1 = none)"""
     temperature: float = 1.0
     """sampling temperature"""
-    grid: str = "runs/eval_grid.png"
-    """where to save a grid of one sample per prompt ('' = none)"""
-    device: Literal["cpu", "cuda"] = "cpu"
-    """cpu or cuda"""
+    top_k: int = 0
+    """top-k filtering (0 = all tokens)"""
+    top_p: float = 1.0
+    """top-p filtering (1 = off)"""
+    dtype: str = "float32"
+    """policy dtype: float32 or bfloat16"""
+    template: str = "train"
+    """Janus-Pro prompt template (common/janus.py TEMPLATES)"""
+    detector: str = "shapeworld"
+    """geneval: shapeworld (the toy's) or coco (Mask2Former + CLIP colours)"""
+    metrics: str = "hps,clip"
+    """prefs: comma-separated hps, clip, maniqa, qwen_label, qwen_fake, qwen_weird"""
+    ref_stats: str = "weights/fid/VIRTUAL_imagenet256_labeled.npz"
+    """imagenet: ADM's reference batch (mu, sigma; arr_0 for precision/recall)"""
+    inception_weights: str = ""
+    """imagenet: torch-fidelity's Inception .pth ('' = $FID_INCEPTION_WEIGHTS or weights/fid/)"""
+    eval_size: int = 256
+    """imagenet: resize images to this size before the Inception network (0 = keep)"""
+    precision_recall: bool = False
+    """imagenet: also precision and recall (k = 3) against the reference images"""
+    batch_size: int = 64
+    """images sampled at once per rank"""
+    out: str = ""
+    """output folder ('' = runs/eval/<benchmark>-<hash of the settings>: the same command resumes)"""
+    grid: str = ""
+    """also copy the last model's grid of samples to this path ('' = only <out>/<model>/grid.png)"""
+    save_images: bool = False
+    """also write every image as PNG (<out>/<model>/images/<prompt>/samples/<image>.png)"""
+    progress: bool = True
+    """show a progress bar"""
+    device: str = "auto"
+    """auto, cpu or cuda"""
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
-    try:
-        if args.n < 1:
-            raise ValueError(f"--n {args.n}: must be >= 1")
-        if args.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA device is visible to torch")
-        metas = load_prompts(args.prompts)
-        check_eval(metas, "shapeworld")
-        bk = load_model(args.model, args.device)
-        if args.checkpoint:
-            load_policy_checkpoint(bk, checkpoint.resolve(args.checkpoint))
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError) as e:
-        sys.exit(f"error: {e}")
-    summary, images, captions = geneval_eval(bk, metas, args.n, args.seed, args.cfg_scale, args.temperature)
-    counts = tag_counts([(m["tag"], True) for m in metas for _ in range(args.n)])
-    print(format_table(summary, counts))
-    if args.grid:
-        save_image_grid(images[:: args.n][:64], captions[:: args.n][:64], args.grid)
-        print(f"grid: {args.grid}")
+    main(with_preset(Args, tyro.cli(Args, description=__doc__)))

@@ -1,5 +1,5 @@
 """GCPO (Group Critical-token Policy Optimization) for autoregressive text-to-image models: grpo_vanilla.py
-changed only where GCPO changes it (spec: gcpo.md). Only 3k critical tokens per image enter the loss.
+changed only where GCPO changes it (GCPO §5, Eqs. 6-8). Only 3k critical tokens per image enter the loss.
 
 For each prompt, sample a group of G images (CFG, KV cache), score them with a reward, normalise the
 rewards inside the group, and push up the log-probability of the CRITICAL image tokens of the better images:
@@ -26,7 +26,7 @@ Implementation choices, each the same in the three authors' releases:
 4. Every image has 3k critical tokens, so the mean over them equals the per-image mean, then the batch mean.
 5. `--dtype bfloat16` is mixed precision with fp32 master weights (the releases' DeepSpeed bf16 mode);
    `--dtype bfloat16-pure` casts the policy and its AdamW state to bf16 (the AR-GRPO t2i release).
-GCPO choices (gcpo.md §10 lists how the release differs from the paper):
+GCPO choices (docs/gcpo.md, "Paper vs released code", lists how the release differs):
 6. w is detached, so only critical tokens get gradient (the paper). The release does not detach it, and every
    token before a critical one gets gradient through w, the earliest the most: `--no-detach-weight` (§6.2).
 7. s compares the VQ codebook vectors bk.codebook(ids) (the LlamaGen release); the Janus release compares the
@@ -63,6 +63,7 @@ from common.sampling import cond_repeat, sample, score
 from common.distributed import activation_checkpointing, gathered, mixed_precision, shard
 from common.utils import rollout_noise, seed_everything
 from rewards import RewardError, check_reward, compute_rewards, get_reward
+from rewards.geneval import GenEvalJudge
 
 
 @dataclass
@@ -158,7 +159,7 @@ class Args:
     weight_clip: float = 0.5
     """c: clip of log π_θ − log π_ref inside the dynamic advantage weight, Eq. 7"""
     detach_weight: bool = True
-    """detach w: only critical tokens get gradient (the paper); --no-detach-weight = the release (gcpo.md §6.2)"""
+    """detach w: only critical tokens get gradient (the paper); --no-detach-weight = the release (docs/gcpo.md)"""
     sim_embedding: Literal["codebook", "input"] = "codebook"
     """embeddings the group similarity compares: 'codebook' (VQ vectors) or 'input' (bk.input_embeds, Janus)"""
     t5_template: str = "{}"
@@ -230,7 +231,7 @@ def group_similarity(q: torch.Tensor) -> torch.Tensor:
 
 
 def critical_tokens(entropy: torch.Tensor, sim: torch.Tensor, grid: tuple[int, int], frac: float) -> torch.Tensor:
-    """Eq. 6: the three disjoint critical sets, k = int(frac·T) tokens each (gcpo.md §4); ties -> lower position.
+    """Eq. 6: the three disjoint critical sets, k = int(frac·T) tokens each (GCPO §5.1); ties -> lower position.
     entropy (B, T) of the sampled distribution; sim (P, T) from group_similarity (B = P·G, grouped rows).
     -> (3, B, T) bool: initial, entropy-gradient, low-similarity; the critical mask is `.any(0)`."""
     B, T = entropy.shape
@@ -293,7 +294,7 @@ if __name__ == "__main__":
         train_prompts = load_prompts(args.prompts)
         if len(train_prompts) < args.prompts_per_step:
             raise ValueError(f"{args.prompts} holds {len(train_prompts)} prompts, fewer than --prompts-per-step")
-        eval_prompts = load_eval_prompts(args)  # held-out GenEval prompts of the evaluation ([] = none)
+        eval_prompts = load_eval_prompts(args, GenEvalJudge(args.eval_detector))  # held-out GenEval prompts + judge
         check_reward(args.reward, train_prompts)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
@@ -304,7 +305,7 @@ if __name__ == "__main__":
         fail(f"--micro-batch-size {mb} must divide the {B_rank} images per rank")
     fsdp = ddp and args.dist == "fsdp2"
 
-    # TRY NOT TO MODIFY: seeding (same init on every rank, seed + rank for rollouts)
+    # TRY NOT TO MODIFY: seeding (same init on every rank; rollout noise seeded per (seed, step, group), not per rank)
     seed_everything(args.seed)
     # Mixed precision (--dtype bfloat16), as DeepSpeed's bf16 mode in the releases: the policy's parameters, their
     # gradients (so the DDP all-reduce) and AdamW's moments stay fp32; autocast runs the matmuls in bf16. FSDP2

@@ -46,6 +46,7 @@ from common.sampling import cond_repeat, sample, score
 from common.distributed import activation_checkpointing, gathered, mixed_precision, shard
 from common.utils import rollout_noise, seed_everything
 from rewards import RewardError, check_reward, compute_rewards, get_reward
+from rewards.geneval import GenEvalJudge
 
 
 @dataclass
@@ -195,7 +196,7 @@ if __name__ == "__main__":
         train_prompts = load_prompts(args.prompts)
         if len(train_prompts) < args.prompts_per_step:
             raise ValueError(f"{args.prompts} holds {len(train_prompts)} prompts, fewer than --prompts-per-step")
-        eval_prompts = load_eval_prompts(args)  # held-out GenEval prompts of the evaluation ([] = none)
+        eval_prompts = load_eval_prompts(args, GenEvalJudge(args.eval_detector))  # held-out GenEval prompts + judge
         check_reward(args.reward, train_prompts)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
@@ -206,7 +207,7 @@ if __name__ == "__main__":
         fail(f"--micro-batch-size {mb} must divide the {B_rank} images per rank")
     fsdp = ddp and args.dist == "fsdp2"
 
-    # TRY NOT TO MODIFY: seeding (same init on every rank, seed + rank for rollouts)
+    # TRY NOT TO MODIFY: seeding (same init on every rank; rollout noise seeded per (seed, step, group), not per rank)
     seed_everything(args.seed)
     # Mixed precision (--dtype bfloat16), as DeepSpeed's bf16 mode in the releases: the policy's parameters, their
     # gradients (so the DDP all-reduce) and AdamW's moments stay fp32; autocast runs the matmuls in bf16. FSDP2

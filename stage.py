@@ -25,7 +25,7 @@ Implementation choices, each the same in the three authors' releases:
 4. Every image has T tokens, so the token mean equals Eq. 3's 1/G Σ_i 1/|o_i| Σ_t.
 5. `--dtype bfloat16` is mixed precision with fp32 master weights (the releases' DeepSpeed bf16 mode);
    `--dtype bfloat16-pure` casts the policy and its AdamW state to bf16 (the AR-GRPO t2i release).
-STAGE choices (the default is the paper; stage.md §8 lists how the release differs from it):
+STAGE choices (the default is the paper; docs/stage.md, "Paper vs released code", lists how the release differs):
 6. Sim as in the release (the paper is silent): cos(i,i) := 0, i ∈ Opp(i) iff A_i = 0. Reward std ≤ 1e-6 gives
    A ≡ 0, an empty Opp gives Sim := 1: no NaN. Not reproduced: the release's Sim ≡ 1 (β' = β) in all-equal groups
    when the entropy reward is off (M·A = 0 there either way).
@@ -59,6 +59,7 @@ from common.sampling import cond_repeat, sample, score
 from common.distributed import activation_checkpointing, gathered, mixed_precision, shard
 from common.utils import rollout_noise, seed_everything
 from rewards import RewardError, check_reward, compute_rewards, get_reward
+from rewards.geneval import GenEvalJudge
 
 
 @dataclass
@@ -280,7 +281,7 @@ if __name__ == "__main__":
         train_prompts = load_prompts(args.prompts)
         if len(train_prompts) < args.prompts_per_step:
             raise ValueError(f"{args.prompts} holds {len(train_prompts)} prompts, fewer than --prompts-per-step")
-        eval_prompts = load_eval_prompts(args)  # held-out GenEval prompts of the evaluation ([] = none)
+        eval_prompts = load_eval_prompts(args, GenEvalJudge(args.eval_detector))  # held-out GenEval prompts + judge
         check_reward(args.reward, train_prompts)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
@@ -291,7 +292,7 @@ if __name__ == "__main__":
         fail(f"--micro-batch-size {mb} must divide the {B_rank} images per rank")
     fsdp = ddp and args.dist == "fsdp2"
 
-    # TRY NOT TO MODIFY: seeding (same init on every rank, seed + rank for rollouts)
+    # TRY NOT TO MODIFY: seeding (same init on every rank; rollout noise seeded per (seed, step, group), not per rank)
     seed_everything(args.seed)
     # Mixed precision (--dtype bfloat16), as DeepSpeed's bf16 mode in the releases: the policy's parameters, their
     # gradients (so the DDP all-reduce) and AdamW's moments stay fp32; autocast runs the matmuls in bf16. FSDP2

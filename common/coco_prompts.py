@@ -29,9 +29,7 @@ import sys
 
 import numpy as np
 
-from common.shapeworld import RELATIONS, TAGS
-from common.shapeworld import _a as with_article
-from common.shapeworld import _make as geneval_row
+from common.geneval import RELATIONS, TAGS, geneval_row, with_article
 
 GENEVAL_CLASSES = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",

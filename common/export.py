@@ -43,10 +43,8 @@ from collections import Counter
 import torch
 
 from common import checkpoint
-from common.models import (
-    CLASS_NAMES_FILE, LLAMAGEN_CHECKPOINTS, LLAMAGEN_DEFAULT_DIR, LLAMAGEN_DIR_ENV, T5_DIR, LlamaGenC2I, LlamaGenT2I,
-    WordEncoder, load_model,
-)
+from common.llamagen import CLASS_NAMES_FILE, LLAMAGEN_CHECKPOINTS, LLAMAGEN_DEFAULT_DIR, LLAMAGEN_DIR_ENV, T5_DIR
+from common.models import LlamaGenC2I, LlamaGenT2I, load_model
 from common.utils import load_safetensors, seed_everything, state_dict_mismatch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -125,7 +123,7 @@ def export_format(bk, name: str) -> str:
 
     if isinstance(bk, JanusT2I):
         return "janus"
-    if isinstance(bk, LlamaGenT2I) and isinstance(bk.text, WordEncoder):
+    if isinstance(bk, LlamaGenT2I) and bk.toy_format:
         return "toy"
     if isinstance(bk, (LlamaGenC2I, LlamaGenT2I)):
         if name not in LLAMAGEN_CHECKPOINTS:

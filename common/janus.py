@@ -4,7 +4,7 @@ STAGE, GCPO and T2I-R1 train Janus-Pro 1B / 7B; their releases vendor DeepSeek's
 maintained transformers implementation is used (transformers >= 4.52.1; `deepseek-community/Janus-Pro-*`
 are the converted checkpoints). Only this module imports transformers.
 
-Rollout details follow the releases (specs: stage.md §1, gcpo.md §2):
+Rollout details follow the releases (docs/stage.md, docs/gcpo.md):
     prompt   BOS + "User: {prompt}\\n\\nAssistant:" + <begin_of_image>     (`template="demo"`: <|User|> roles)
     uncond   every position except BOS and <begin_of_image> replaced by the pad token; same attention mask
              (exactly what `JanusForConditionalGeneration.generate(generation_mode="image")` builds)

@@ -3,7 +3,7 @@
 Every model of the LlamaGen family in this project is a configuration of the classes below: the tiny
 random test model, the ShapeWorld toy, and the official LlamaGen checkpoints (GPT-B/L/XL/XXL/3B, VQ-16).
 Facts (configs, 2D RoPE with zero rotation at the condition positions, null class / null caption, VQ
-layout, state-dict key names) follow ../shared/specs/ar_grpo.md §1, written from scratch.
+layout, state-dict key names) follow the LlamaGen release (docs/models.md), written from scratch.
 
 Differences from the released LlamaGen code, all deliberate for RL:
 - no dropout / drop-path / label dropout modules (RL needs deterministic teacher forcing; the keys of
@@ -12,8 +12,10 @@ Differences from the released LlamaGen code, all deliberate for RL:
   module, so no stale cache can leak from sampling into teacher-forced scoring;
 - `forward(cond, tokens)` is always the teacher-forced pass (no train/eval-mode switch).
 
-`load_official_gpt` / `load_official_vq` read the release's `.pt` files with strict key and shape checks
-(the release itself loads with strict=False, which would hide a mismatch).
+The official checkpoints: LLAMAGEN_CHECKPOINTS names the release's files, `official_files` finds them in
+$LLAMAGEN_DIR, and `load_official_gpt` / `load_official_vq` read the `.pt` files with strict key and shape
+checks (the release itself loads with strict=False, which would hide a mismatch). The backends built on them
+are in common/models.py (load_llamagen).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import math
 import os
 import pickle
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -56,7 +59,7 @@ class GPTConfig:
     caption_dim: int = 2048  # t2i: width of the caption features (FLAN-T5-XL)
 
 
-# Official presets (ar_grpo.md §1.1). Parameter counts are for c2i with one class token.
+# Official presets (the release's gpt.py; docs/models.md). Parameter counts are for c2i with one class token.
 GPT_PRESETS = {
     "B": dict(n_layer=12, n_head=12, dim=768),  # 111 M
     "L": dict(n_layer=24, n_head=16, dim=1024),  # 343 M
@@ -110,7 +113,7 @@ def rope_2d_table(grid: int, head_dim: int, base: float, cls_token_num: int) -> 
 
     Image token t = r·grid + c gets angles [r·f_0..r·f_{d/4-1}, c·f_0..c·f_{d/4-1}], f_k = base^(-2k/(d/2)).
     The condition rows are ALL ZERO (cos and sin), which zeroes q and k there: LlamaGen's convention,
-    required for checkpoint compatibility (ar_grpo.md §1.3).
+    required for checkpoint compatibility (docs/models.md).
     """
     half = head_dim // 2
     cpu = torch.device("cpu")  # explicit, so a model built under `with torch.device("meta")` still gets a real table
@@ -521,7 +524,7 @@ VQ_DOWNSAMPLE = 16  # VQ-16: one image token per 16x16 pixels
 
 def official_gpt_config(preset: str, model_type: str, image_size: int, **overrides) -> GPTConfig:
     """GPTConfig of an official checkpoint: preset B/L/XL/XXL/3B, "c2i" (1 class token, 1000 classes) or
-    "t2i" (120 FLAN-T5-XL caption tokens of width 2048), block_size (image_size / 16)² (ar_grpo.md §1.1).
+    "t2i" (120 FLAN-T5-XL caption tokens of width 2048), block_size (image_size / 16)² (docs/models.md).
     `overrides` replace any field (tests use it for tiny configurations)."""
     if preset not in GPT_PRESETS:
         raise ValueError(f"unknown GPT preset {preset!r}; known: {', '.join(GPT_PRESETS)}")
@@ -588,3 +591,85 @@ def load_official_vq(path: str, cfg: VQConfig | None = None, trust_pickle: bool 
         vq = VQModel(cfg)
     what = f"VQ (codebook {cfg.codebook_size}x{cfg.codebook_embed_dim}, ch_mult {tuple(cfg.ch_mult)})"
     return load_state_dict_strict(vq, read_official_state_dict(path, trust_pickle), path, what)
+
+
+# The release's .pt files are not on a model hub that `from_pretrained` reads: they are resolved in a local
+# folder, $LLAMAGEN_DIR (default weights/llamagen), under their official names (docs/models.md).
+
+LLAMAGEN_DIR_ENV = "LLAMAGEN_DIR"
+LLAMAGEN_DEFAULT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights",
+                                    "llamagen")
+CLASS_NAMES_ENV = "LLAMAGEN_CLASS_NAMES"  # a class-names file elsewhere than $LLAMAGEN_DIR/imagenet_classes.txt
+CLASS_NAMES_FILE = "imagenet_classes.txt"
+T5_DIR = "flan-t5-xl"  # a Hugging Face snapshot of google/flan-t5-xl (config, tokenizer, weights)
+T5_URL = "https://huggingface.co/google/flan-t5-xl"
+_C2I_URL = "https://huggingface.co/FoundationVision/LlamaGen/resolve/main/"
+_T2I_URL = "https://huggingface.co/peizesun/llamagen_t2i/resolve/main/"
+
+
+class LlamaGenCheckpoint(NamedTuple):
+    task: str  # "c2i" or "t2i"
+    preset: str  # GPT_PRESETS key
+    image_size: int
+    gpt_file: str
+    vq_file: str
+    url: str  # download prefix of both files
+
+
+LLAMAGEN_CHECKPOINTS = {
+    "llamagen-c2i-b": LlamaGenCheckpoint("c2i", "B", 256, "c2i_B_256.pt", "vq_ds16_c2i.pt", _C2I_URL),
+    "llamagen-c2i-l": LlamaGenCheckpoint("c2i", "L", 256, "c2i_L_256.pt", "vq_ds16_c2i.pt", _C2I_URL),
+    "llamagen-c2i-b-384": LlamaGenCheckpoint("c2i", "B", 384, "c2i_B_384.pt", "vq_ds16_c2i.pt", _C2I_URL),
+    "llamagen-c2i-l-384": LlamaGenCheckpoint("c2i", "L", 384, "c2i_L_384.pt", "vq_ds16_c2i.pt", _C2I_URL),
+    "llamagen-c2i-xl": LlamaGenCheckpoint("c2i", "XL", 384, "c2i_XL_384.pt", "vq_ds16_c2i.pt", _C2I_URL),
+    "llamagen-t2i-xl": LlamaGenCheckpoint("t2i", "XL", 256, "t2i_XL_stage1_256.pt", "vq_ds16_t2i.pt", _T2I_URL),
+}
+
+
+def read_class_names(path: str) -> list[str]:
+    """Class names in class-index order: a .txt with one name per line (ImageNet names contain commas,
+    e.g. "tench, Tinca tinca"), or a .json list of names / dict {index: name or [wnid, name]}."""
+    if path.endswith(".json"):
+        with open(path) as f:
+            data = json.load(f)
+        if isinstance(data, dict):
+            data = [data[k] for k in sorted(data, key=int)]
+        return [v[-1] if isinstance(v, list) else v for v in data]
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def official_files(name: str, weights_dir: str | None = None) -> dict[str, str]:
+    """The local files of LLAMAGEN_CHECKPOINTS[name], checked to exist before anything is loaded (one line naming
+    what is missing and where to download it): {"gpt", "vq", and "t5" (t2i) or "class_names" (c2i)}.
+    weights_dir: default $LLAMAGEN_DIR, else weights/llamagen; c2i class names: $LLAMAGEN_CLASS_NAMES, else
+    <weights_dir>/imagenet_classes.txt (every reward reads "a photo of <class names>")."""
+    ck = LLAMAGEN_CHECKPOINTS[name]
+    folder = weights_dir or os.environ.get(LLAMAGEN_DIR_ENV) or LLAMAGEN_DEFAULT_DIR
+    names_path = os.environ.get(CLASS_NAMES_ENV) or os.path.join(folder, CLASS_NAMES_FILE)
+    needed = [ck.gpt_file, ck.vq_file] + ([T5_DIR] if ck.task == "t2i" else [])
+    missing = [f for f in needed if not os.path.exists(os.path.join(folder, f))]
+    if missing:
+        urls = " ".join(T5_URL if f == T5_DIR else ck.url + f for f in missing)
+        raise FileNotFoundError(f"{name} needs {', '.join(missing)} in {folder} (set ${LLAMAGEN_DIR_ENV} to the "
+                                f"folder that holds them); download: {urls}")
+    if ck.task == "c2i" and not os.path.isfile(names_path):
+        raise FileNotFoundError(f"{name} needs the 1000 ImageNet class names, one per line in class-index order, in "
+                                f"{names_path} (or set ${CLASS_NAMES_ENV} to such a file)")
+    files = {"gpt": os.path.join(folder, ck.gpt_file), "vq": os.path.join(folder, ck.vq_file)}
+    if ck.task == "t2i":
+        return {**files, "t5": os.path.join(folder, T5_DIR)}
+    return {**files, "class_names": names_path}
+
+
+def read_class_names(path: str) -> list[str]:
+    """Class names in class-index order: a .txt with one name per line (ImageNet names contain commas,
+    e.g. "tench, Tinca tinca"), or a .json list of names / dict {index: name or [wnid, name]}."""
+    if path.endswith(".json"):
+        with open(path) as f:
+            data = json.load(f)
+        if isinstance(data, dict):
+            data = [data[k] for k in sorted(data, key=int)]
+        return [v[-1] if isinstance(v, list) else v for v in data]
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]

@@ -31,6 +31,9 @@ SOURCES = {  # files the presets name -> how to make or fetch them
                                         "is not in its public release: HPDv2's training prompts are the usual choice)",
     "data/hps/train_data.json": "the GCPO release's llamaGen/data/train_data.json (15,000 {\"caption\": ...} rows)",
     "data/coco/coco_captions_30000.json": "the AR-GRPO release's dataset/coco_captions_30000.json (30k COCO captions)",
+    "data/ocr/test_ocr.txt": "Flow-GRPO's OCR test prompts (its dataset/ocr/test.txt, 1018 lines, each quoting the "
+                             "text to render)",
+    "data/drawbench/prompts.txt": "DrawBench's 200 prompts (Imagen, Saharia et al. 2022), one per line",
     "data/imagenet/train_images.txt": "python -m common.imagenet_prompts --train-dir IMAGENET/train --out "
                                       "data/imagenet/train_images.txt (one class id per training image)",
 }

@@ -20,7 +20,7 @@ import resource
 import signal
 import sys
 from dataclasses import replace
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -157,23 +157,30 @@ def stop_on_disk_errors(directory: str):
     sys.excepthook = hook
 
 
-def load_eval_prompts(args) -> list[dict]:
-    """The held-out GenEval prompts of the before/after evaluation ([] = none), checked against --eval-detector.
-    Raises ValueError or FileNotFoundError in one line."""
+class HeldOut(NamedTuple):
+    """The before/after evaluation: held-out GenEval prompts ([] = none) and the judge that scores them (an object
+    with validate(metadata) and evaluate(images, metadata), see common/evaluation.py)."""
+    prompts: list[dict]
+    judge: Any
+
+
+def load_eval_prompts(args, judge) -> HeldOut:
+    """The held-out GenEval prompts of the before/after evaluation ([] = none), checked by `judge` (the script builds it
+    for --eval-detector: rewards.geneval.GenEvalJudge). Raises ValueError or FileNotFoundError in one line."""
     prompts = load_prompts(args.eval_prompts) if args.eval_prompts and args.eval_samples > 0 else []
     if prompts:
-        evaluation.check_eval(prompts, args.eval_detector)
-    return prompts
+        judge.validate(prompts)
+    return HeldOut(prompts, judge)
 
 
 class Run:
     """A run's life around the algorithm (see the module docstring). Collective: build it and call every method on
     every rank. bk: the model backend (bk.policy: the module the optimizer was built on, plain or FSDP2-sharded);
-    amp: the script's autocast context for the evaluation's sampler."""
+    held_out: load_eval_prompts's prompts and judge; amp: the script's autocast context for the evaluation's sampler."""
 
-    def __init__(self, args, bk, optimizer, scheduler, train_prompts: list[dict], eval_prompts: list[dict], amp):
+    def __init__(self, args, bk, optimizer, scheduler, train_prompts: list[dict], held_out: HeldOut, amp):
         self.args, self.bk, self.optimizer, self.scheduler, self.amp = args, bk, optimizer, scheduler, amp
-        self.prompts, self.eval_prompts = train_prompts, eval_prompts
+        self.prompts, (self.eval_prompts, self.judge) = train_prompts, held_out
         self.ddp = dist.is_initialized()
         self.rank, self.world_size = (dist.get_rank(), dist.get_world_size()) if self.ddp else (0, 1)
         self.master, self.dir, self.device = self.rank == 0, run_dir(args), bk.device
@@ -269,8 +276,8 @@ class Run:
         a = self.args
         with gathered(self.bk.policy), self.amp():  # FSDP2: whole parameters for the sampler
             summary, images, captions = evaluation.geneval_eval(
-                self.bk, self.eval_prompts, a.eval_samples, cfg_scale=a.cfg_scale, temperature=a.temperature,
-                top_k=a.top_k, top_p=a.top_p, detector=a.eval_detector, rank=self.rank, world_size=self.world_size)
+                self.bk, self.eval_prompts, self.judge, a.eval_samples, cfg_scale=a.cfg_scale,
+                temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, rank=self.rank, world_size=self.world_size)
         if self.master:
             save_image_grid(images[:64], captions[:64], os.path.join(self.dir, f"eval_{tag}.png"))
             print(f"held-out strict GenEval ({tag}): " + " | ".join(f"{k} {v:.3f}" for k, v in summary.items()))

@@ -19,7 +19,8 @@ def seed_everything(seed: int, deterministic: bool = True):
 
 
 def make_generator(seed: int, device="cpu") -> torch.Generator:
-    """An explicit generator for rollouts (use seed + rank so ranks sample differently)."""
+    """An explicit generator seeded with `seed` (rollout_noise makes one per (seed, step, global group index), so
+    rollouts depend on neither the rank nor the number of ranks)."""
     g = torch.Generator(device=device)
     g.manual_seed(seed)
     return g

@@ -10,7 +10,7 @@ REWARDS = {
     "geneval": "rewards.geneval:make_geneval",
     "geneval_strict": "rewards.geneval:make_geneval_strict",
     "ocr": "rewards.ocr:make_ocr",
-    "shapeworld_quality": "rewards.shapeworld_quality:PaletteCleanliness",  # the toy's no-reference quality
+    "shapeworld_quality": "toy.quality:PaletteCleanliness",  # the toy's no-reference quality
     # model-backed rewards (transformers; weights from the HF hub cache or local paths, see README "Rewards")
     "clip": "rewards.clip:make_clip",
     "hps": "rewards.hps:make_hps",

@@ -1,5 +1,5 @@
 """CLIP plumbing shared by the CLIP-based rewards (CLIP score, HPSv2.1, GenEval colours, GIT's image input),
-and the `clip` reward itself: the raw image-text cosine (AR-GRPO's CLIP score, ar_grpo.md §3.2).
+and the `clip` reward itself: the raw image-text cosine (AR-GRPO's CLIP score, AR-GRPO §3.3).
 
 Images are preprocessed as tensors (no torchvision, no PIL round trip), on the model's device:
 - "crop" (CLIP / open_clip validation transform): shortest side to `size` with bicubic, centre crop;
@@ -19,7 +19,7 @@ from rewards.hub import pretrained, require, source
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-CLIP_SCORE_MODEL = "openai/clip-vit-base-patch32"  # AR-GRPO's CLIP score model (ar_grpo.md §3.2)
+CLIP_SCORE_MODEL = "openai/clip-vit-base-patch32"  # AR-GRPO's CLIP score model (AR-GRPO §3.3)
 
 
 def resize(image: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""GroundingDINO reward of the T2I-R1 mix (stage.md §6.3), with transformers' GroundingDinoForObjectDetection
+"""GroundingDINO reward of the T2I-R1 mix (STAGE §4.1, App. B.1), with transformers' GroundingDinoForObjectDetection
 and IDEA-Research/grounding-dino-tiny (Swin-T, the release's `groundingdino_swint_ogc`).
 
 Per image, the phrases are the row's `nouns` (plus the spatial / numeracy objects if missing) and the caption
@@ -16,8 +16,8 @@ Scores by `task_type`:
 - "numeracy" ([{obj_name, num}]): the mean over objects of 1 if the number of boxes after NMS (IoU 0.5)
   equals num, 0.2 if it differs, 0 if none is detected;
 - any other task: the fraction of nouns detected (1 if there are none).
-Assumptions where stage.md is silent: numeracy terms are weighted 1/len(numeracy_info) (so the maximum is 1,
-like the other tasks), the near-type score is capped at 1 (stage.md's maximum of 0.9 implies it) and uses the
+Assumptions where the paper is silent: numeracy terms are weighted 1/len(numeracy_info) (so the maximum is 1,
+like the other tasks), the near-type score is capped at 1 (the maximum of 0.9 above implies it) and uses the
 larger axis offset.
 """
 from __future__ import annotations

@@ -1,15 +1,17 @@
-"""GenEval reward: detector backend + GenEval rules (rewards/geneval_rules.py, shared unchanged by all backends).
+"""GenEval reward: detector backend + GenEval's rules (common/geneval.py, shared unchanged by all backends).
 
-strict=False gives the Flow-GRPO/STAGE partial-credit training score (stage.md §6.1);
+strict=False gives the Flow-GRPO/STAGE partial-credit training score (STAGE App. B.1; docs/rewards.md);
 strict=True gives GenEval's binary correctness as 1.0 / 0.0.
 
 Backends (`detector=`):
-- "shapeworld": the hand-written ShapeWorld detector (CPU, colours from the palette);
+- "shapeworld": the toy's hand-written ShapeWorld detector (toy/detector.py; CPU, colours from the palette);
 - "coco": real images. Mask2Former Swin-S COCO instance segmentation (rewards/mask2former.py) and, for
   objects whose prompt asks for a colour, CLIP ViT-L/14 zero-shot colours (rewards/geneval_color.py).
 A detector is a callable uint8 images (B,3,H,W) -> per image a list of detections {"class", "box", "score",
 "color" (None: ask the colour classifier), optional "mask"}; a detector object and a colour classifier can be
 passed directly (tests use tiny random models).
+
+GenEvalJudge is the held-out evaluation's judge (common/evaluation.py): the strict rules with a named detector.
 """
 
 from __future__ import annotations
@@ -18,17 +20,12 @@ from typing import Callable
 
 import torch
 
-from rewards.geneval_rules import Detected, filter_detections, partial_score, strict_correct
-
-
-class ShapeWorldDetector:
-    def __call__(self, images_u8: torch.Tensor) -> list[list[dict]]:
-        from rewards.shapeworld_detector import detect
-
-        return [detect(img) for img in images_u8.permute(0, 2, 3, 1).cpu().numpy()]
+from common.geneval import Detected, filter_detections, partial_score, strict_correct, validate
 
 
 def _shapeworld(device):
+    from toy.detector import ShapeWorldDetector
+
     return ShapeWorldDetector(), None
 
 
@@ -43,39 +40,8 @@ def _coco(device):
 DETECTORS: dict[str, Callable] = {"shapeworld": _shapeworld, "coco": _coco}
 
 
-def validate(metadata: list[dict], classes=None, colors=None) -> None:
-    """Raise ValueError naming the first row that is not GenEval metadata: a non-empty "include" list of
-    {class, count (int >= 1), optional color, optional position [relation, index of an earlier include]}.
-    classes / colors: the names the detector can see (None: not checked)."""
-    from rewards.geneval_rules import RELATIONS
-
-    for meta in metadata:
-        prompt = meta.get("prompt") if isinstance(meta, dict) else meta
-        where = f"prompt {prompt!r}"
-        inc = meta.get("include") if isinstance(meta, dict) else None
-        if not (isinstance(inc, list) and inc and all(isinstance(r, dict) and "class" in r and "count" in r
-                                                      for r in inc)):
-            raise ValueError(f"GenEval reward needs metadata with an 'include' list of {{class, count}} for every "
-                             f"prompt; {where} has none (use a GenEval-format .jsonl prompt file)")
-        for j, r in enumerate(inc + list(meta.get("exclude") or [])):
-            if not isinstance(r.get("count"), int) or isinstance(r["count"], bool) or r["count"] < 1:
-                raise ValueError(f"GenEval metadata {where}: count {r.get('count')!r} of {r.get('class')!r} "
-                                 f"is not a positive integer")
-            if classes is not None and r["class"] not in classes:
-                raise ValueError(f"GenEval metadata {where}: class {r['class']!r} is not one this detector knows "
-                                 f"({len(classes)} classes, e.g. {', '.join(list(classes)[:4])}); is the prompt "
-                                 f"file meant for another detector?")
-            if colors is not None and r.get("color") is not None and r["color"] not in colors:
-                raise ValueError(f"GenEval metadata {where}: unknown colour {r['color']!r}; known: {', '.join(colors)}")
-            pos = r.get("position")
-            if pos is not None and not (isinstance(pos, (list, tuple)) and len(pos) == 2 and pos[0] in RELATIONS
-                                        and isinstance(pos[1], int) and 0 <= pos[1] < len(inc) and pos[1] != j):
-                raise ValueError(f"GenEval metadata {where}: position {pos!r} must be [relation, index of another "
-                                 f"include] with relation one of {', '.join(RELATIONS)}")
-
-
 def _color_classes(meta: dict) -> list[str]:
-    """Classes whose colour the rules will read (a non-null "color" key, as geneval_rules treats it), in order."""
+    """Classes whose colour the rules will read (a non-null "color" key, as common/geneval.py treats it), in order."""
     return list(dict.fromkeys(r["class"] for r in meta.get("include") or [] if r.get("color") is not None))
 
 
@@ -112,13 +78,13 @@ class GenEvalReward:
         return torch.tensor(scores, dtype=torch.float32, device=images.device)
 
     def evaluate(self, images: torch.Tensor, metadata: list[dict]) -> list[tuple[str, bool]]:
-        """[(tag, strictly correct)] per image, for rewards.geneval_rules.summarize."""
+        """[(tag, strictly correct)] per image, for common.geneval.summarize."""
         dets = self._detected(images, metadata)
         return [(meta.get("tag", ""), strict_correct(d, meta)[0]) for d, meta in zip(dets, metadata)]
 
 
 def _validate_shapeworld(metadata: list[dict]) -> None:
-    from common.shapeworld import CLASSES, COLORS
+    from toy.world import CLASSES, COLORS
 
     validate(metadata, CLASSES, tuple(COLORS))
 
@@ -156,3 +122,33 @@ def make_geneval_coco_strict(device="cpu") -> GenEvalReward:
 for _factory, _detector in ((make_geneval, "shapeworld"), (make_geneval_strict, "shapeworld"),
                             (make_geneval_coco, "coco"), (make_geneval_coco_strict, "coco")):
     _factory.validate = VALIDATORS[_detector]
+
+
+STRICT_REWARDS = {"shapeworld": "geneval_strict", "coco": "geneval_coco_strict"}  # the evaluation's rules as rewards
+
+
+class GenEvalJudge:
+    """The judge of the held-out evaluation (common/evaluation.geneval_eval): GenEval's strict rules with a named
+    detector. validate(metadata) is cheap (no model is built: call it before anything is loaded); the detector is
+    built at the first evaluate(), on the images' device, and kept for the next calls."""
+
+    def __init__(self, detector: str = "shapeworld"):
+        if detector not in DETECTORS:
+            raise ValueError(f"unknown GenEval detector {detector!r}; known: {', '.join(DETECTORS)}")
+        self.detector, self._rewards = detector, {}
+
+    def __repr__(self):
+        return f"GenEvalJudge({self.detector!r})"
+
+    def validate(self, metadata: list[dict]) -> None:
+        """ValueError in one line (naming the prompt file and line) if this detector cannot judge `metadata`."""
+        from rewards import check_reward
+
+        check_reward(STRICT_REWARDS[self.detector], metadata)
+
+    def evaluate(self, images: torch.Tensor, metadata: list[dict]) -> list[tuple[str, bool]]:
+        """[(tag, strictly correct)] per image."""
+        device = str(images.device)
+        if device not in self._rewards:
+            self._rewards[device] = GenEvalReward(strict=True, detector=self.detector, device=device)
+        return self._rewards[device].evaluate(images, metadata)

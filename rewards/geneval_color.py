@@ -1,4 +1,4 @@
-"""GenEval's colour classifier for detected objects (stage.md §6.1): CLIP ViT-L/14 (OpenAI weights) zero-shot
+"""GenEval's colour classifier for detected objects (STAGE App. B.1): CLIP ViT-L/14 (OpenAI weights) zero-shot
 over GenEval's ten colours.
 
 Per object: the image is composited through the object's mask onto a #999 grey background and cropped to the

@@ -1,4 +1,4 @@
-"""GIT VQA reward of the T2I-R1 mix (stage.md §6.3): microsoft/git-large-vqav2 asked "{phrase}?" per attribute
+"""GIT VQA reward of the T2I-R1 mix (STAGE §4.1, App. B.1): microsoft/git-large-vqav2 asked "{phrase}?" per attribute
 phrase, scored by its yes-probability.
 
 Metadata rows are T2I-R1's (`geneval_and_t2i_data_final.json`): {"prompt", "nouns", "task_type",

@@ -1,4 +1,4 @@
-"""HPSv2.1 reward (stage.md §6.3, gcpo.md §8, ar_grpo.md §3.3): the cosine between the HPS image and text
+"""HPSv2.1 reward (STAGE §4.1, GCPO §6.1, AR-GRPO §3.3): the cosine between the HPS image and text
 embeddings, i.e. open_clip ViT-H-14 with the `HPS_v2.1_compressed.pt` weights.
 
 The score is the raw cosine (about 0.2-0.35), as in training in all three releases; evaluation tables report

@@ -1,9 +1,9 @@
-"""MANIQA reward (AR-GRPO's image-quality reward, ar_grpo.md §3.5): the KonIQ-10k MANIQA model
+"""MANIQA reward (AR-GRPO's image-quality reward, AR-GRPO §3.3): the KonIQ-10k MANIQA model
 (`ckpt_koniq10k.pt`), written here as a plain torch module, so neither timm, pyiqa nor torchvision is needed
-(timm and pyiqa import torchvision, which cannot load beside the CPU torch here; dependencies.md §4).
+(timm and pyiqa import torchvision, which cannot load beside a CPU-only torch build).
 
-Architecture (official MANIQA, IIGROUP/MANIQA `models/maniqa.py` + `models/swin.py`; the config of
-ar_grpo.md §3.5): a ViT-B/8 at 224 px (timm `vit_base_patch8_224` layout, LayerNorm eps 1e-6, exact GELU); the
+Architecture (official MANIQA, IIGROUP/MANIQA `models/maniqa.py` + `models/swin.py`; the KonIQ-10k
+config): a ViT-B/8 at 224 px (timm `vit_base_patch8_224` layout, LayerNorm eps 1e-6, exact GELU); the
 patch tokens (class token dropped) after blocks 6, 7, 8 and 9 (0-based) are concatenated -> 3072 channels on
 the 28x28 grid; stage 1: 2 TABlocks (attention across channels, q/k/v Linear over the 784 token positions),
 1x1 conv 3072 -> 768, a "scale-Swin" stage (2 BasicLayers of depth 2, 4 heads, window 4, MLP 768, each
@@ -274,7 +274,7 @@ def _head(dim: int, out: nn.Module) -> nn.Sequential:
 class MANIQA(nn.Module):
     """MANIQA (num_outputs 1). Input (B, 3, img_size, img_size) normalised with (x - 0.5) / 0.5 -> (B,) scores.
 
-    Defaults are the KonIQ-10k release (ar_grpo.md §3.5); `vit_dim`, `vit_depth`, `vit_heads` size the
+    Defaults are the KonIQ-10k release; `vit_dim`, `vit_depth`, `vit_heads` size the
     backbone (ViT-B: 768, 12, 12) so that tests can build a tiny model with the same structure.
     """
 

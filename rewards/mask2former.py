@@ -1,4 +1,4 @@
-"""COCO instance detector for the GenEval reward on real images (stage.md §6.1): transformers' Mask2Former with
+"""COCO instance detector for the GenEval reward on real images (STAGE App. B.1): transformers' Mask2Former with
 the Swin-S COCO-instance weights (facebook/mask2former-swin-small-coco-instance), the closest public match to
 GenEval's mmdet `mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco`.
 
@@ -11,7 +11,7 @@ Inference follows mmdet's Mask2Former instance path, not transformers' post-proc
   cropped to the resized image, bilinearly resized to the original image; binary mask = logit > 0;
 - detection score = class score x mean sigmoid inside the binary mask; box = the binary mask's extent.
 Detections with score <= min_score (0.3, GenEval's lowest threshold) are dropped early; this cannot change
-GenEval's result since rewards.geneval_rules keeps only scores > 0.3 (> 0.9 for counting).
+GenEval's result since common.geneval keeps only scores > 0.3 (> 0.9 for counting).
 
 Labels are mapped by index to GenEval's names of the 80 COCO classes (common/coco_prompts.py).
 """

@@ -1,4 +1,4 @@
-"""OCR reward (STAGE release `reward_ocr.py`; specs: stage.md §6.2): how well the text quoted in the prompt
+"""OCR reward (STAGE release `reward_ocr.py`; STAGE App. B.1; docs/rewards.md): how well the text quoted in the prompt
 is rendered in the image.
 
 For a prompt like `New York skyline with "Hello World" written on it`:

@@ -1,4 +1,4 @@
-"""Qwen2.5-VL-3B-Instruct as a judge: AR-GRPO's three VLM rewards (ar_grpo.md §3.6, §7 item 11; paper App. C,
+"""Qwen2.5-VL-3B-Instruct as a judge: AR-GRPO's three VLM rewards (AR-GRPO §3.3; paper App. C,
 Fig. 13). Registry names and RAW scores (AR-GRPO trains on score / 4: that weight belongs to the training
 script, not to the reward):
 - `qwen_label`: the quality/label prompt formatted with the condition text (the prompt: the caption for t2i,
@@ -28,7 +28,7 @@ the release (`attempts=1` gives the same scores faster). Differences: an excepti
 (CUDA OOM, a bad input) is retried too but re-raised after the last attempt instead of becoming a silent 0;
 scores are not clipped (as the release) unless `clip_scores=True` ([0, 5] for label, [0, 1] for fake/weird).
 
-Prompt texts: reconstructed from paper Fig. 13 and ar_grpo.md §3.6 (the release's `qwen_vl_reward.py` is not
+Prompt texts: reconstructed from paper Fig. 13 (the release's `qwen_vl_reward.py` is not
 available here): typos kept, the paper's '''json read as ```json and its ****JSON**** as **JSON**, the
 fake/weird JSON example with the trailing comma the spec reports. Exact whitespace may differ from the release.
 NOT VERIFIED OFFLINE: the real 3B model cannot be run here; tests use a tiny random Qwen2.5-VL with a local

@@ -1,4 +1,4 @@
-"""The T2I-R1 reward mix used by STAGE's HPS experiments (stage.md §6.3): HPSv2.1 + GIT VQA + GroundingDINO,
+"""The T2I-R1 reward mix used by STAGE's HPS experiments (STAGE §4.1, App. B.1): HPSv2.1 + GIT VQA + GroundingDINO,
 each with weight 1, summed with no per-reward normalisation (range about [0.2, 2.35]).
 
 Metadata rows are T2I-R1's `geneval_and_t2i_data_final.json` ({"prompt", "nouns", "task_type", "attr_nouns"?,

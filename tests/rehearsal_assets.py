@@ -11,7 +11,7 @@ What is written (all random, seeded, deterministic):
   (hub/models--deepseek-community--Janus-Pro-1B/refs/main + snapshots/<commit>/...), found by
   `load_model("janus-pro-1b")` through HF_HUB_CACHE, offline. The real token grid (24 x 24 = 576 tokens);
   images of JANUS_IMAGE_SIZE px (the real 384 px decoder costs ~0.5 s per image on one CPU thread).
-- LlamaGen: every file of common.models.LLAMAGEN_CHECKPOINTS (iterated, so new entries are covered) in the
+- LlamaGen: every file of common.llamagen.LLAMAGEN_CHECKPOINTS (iterated, so new entries are covered) in the
   release's format ({"model": state_dict}, official key names) in $LLAMAGEN_DIR, a tiny `flan-t5-xl` folder
   (word-level tokenizer + T5 encoder, save_pretrained) and `imagenet_classes.txt` (1000 names). The files
   match SHRUNK_GPT / SHRUNK_VQ, which `shrink_llamagen()` installs (load_model builds the OFFICIAL sizes).
@@ -306,7 +306,7 @@ def _sharpen(module, std: float):
 def write_llamagen(folder: str) -> None:
     """Every LLAMAGEN_CHECKPOINTS file (shrunk), flan-t5-xl, imagenet_classes.txt."""
     from common.llamagen import GPT, VQModel, official_gpt_config
-    from common.models import CLASS_NAMES_FILE, LLAMAGEN_CHECKPOINTS, T5_DIR
+    from common.llamagen import CLASS_NAMES_FILE, LLAMAGEN_CHECKPOINTS, T5_DIR
 
     os.makedirs(folder, exist_ok=True)
     written: dict[str, tuple] = {}
@@ -592,7 +592,7 @@ def hf_to_open_clip(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _stamp() -> dict:
-    from common.models import LLAMAGEN_CHECKPOINTS
+    from common.llamagen import LLAMAGEN_CHECKPOINTS
 
     return {"version": ASSETS_VERSION, "llamagen": {k: list(v) for k, v in LLAMAGEN_CHECKPOINTS.items()},
             "gpt": SHRUNK_GPT, "layers": SHRUNK_LAYERS, "vq": repr(SHRUNK_VQ), "janus": [JANUS_GRID, JANUS_VQ_LEVELS],

@@ -13,7 +13,8 @@ from conftest import REPO
 @pytest.mark.parametrize("s, q", [(-1.0, -1.0), (-1e-6, -1.0), (0.0, 0.5), (0.2999, 0.5), (0.3, 1.0), (0.5999, 1.0),
                                   (0.6, 1.5), (0.99, 1.5), (1.0, 1.5), (3.0, 1.5)])
 def test_quantise_at_and_around_every_threshold(s, q):
-    """ar_grpo.md §3.4: thresholds 0, 0.3, 0.6 on the raw score; the release's crash at s >= 1 becomes 1.5."""
+    """AR-GRPO App. D, quantised CLIP/HPS: thresholds 0, 0.3, 0.6 on the raw score; the release's crash at s >= 1
+    becomes 1.5."""
     assert quantise(torch.tensor([s])).item() == q
 
 

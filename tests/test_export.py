@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from test_llamagen_ckpt import C2I, IMAGE_SIZE, T2I, TINY_VQ, random_gpt, write_tiny_t5
+from helpers import C2I, IMAGE_SIZE, T2I, TINY_VQ, random_gpt, write_tiny_t5
 
 from common import checkpoint
 from common.export import export
@@ -146,7 +146,7 @@ def tiny_official(name, folder=None):
 @pytest.mark.parametrize("name, frozen", [("llamagen-c2i-b", "link"), ("llamagen-c2i-b", "symlink"),
                                           ("llamagen-c2i-b", "copy"), ("llamagen-t2i-xl", "link")])
 def test_official_llamagen_export(official_dir, tmp_path, monkeypatch, name, frozen):
-    from common.models import LLAMAGEN_CHECKPOINTS
+    from common.llamagen import LLAMAGEN_CHECKPOINTS
 
     ck = LLAMAGEN_CHECKPOINTS[name]
     base_sd = state(tiny_official(name, official_dir).policy)

@@ -1,4 +1,5 @@
-"""The pure maths of gcpo.py: gcpo.md §11 test vectors, reproduced by gcpo.py's own functions, and invariants."""
+"""The pure maths of gcpo.py: hand-computed test vectors of GCPO §5 (Eqs. 6-8, as released; docs/gcpo.md),
+reproduced by gcpo.py's own functions, and invariants."""
 import copy
 import dataclasses
 import os

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rewards.geneval_rules import (
+from common.geneval import (
     filter_detections,
     format_table,
     partial_clauses,

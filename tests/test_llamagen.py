@@ -50,7 +50,7 @@ def test_state_dict_keys_match_official_checkpoints():
     assert shapes(b) == expand_layers(sec[1], 12)
     assert shapes(xl) == expand_layers(sec[2], 36)
     assert shapes(vq) == sec[3]
-    assert round(sum(p.numel() for p in b.parameters()) / 1e6, 2) == 110.89  # ar_grpo.md §1.1
+    assert round(sum(p.numel() for p in b.parameters()) / 1e6, 2) == 110.89  # GPT-B, c2i (docs/models.md)
     assert round(sum(p.numel() for p in xl.parameters()) / 1e6, 2) == 777.92
 
 

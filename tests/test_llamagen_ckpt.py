@@ -8,41 +8,10 @@ import fractions
 import pytest
 import torch
 
-from common.llamagen import GPT, VQConfig, VQModel, official_gpt_config
+from common.llamagen import VQModel
 from common.models import LlamaGenC2I, LlamaGenT2I, load_llamagen, load_model
 from common.sampling import sample, score
-
-TINY_VQ = VQConfig(codebook_size=64, codebook_embed_dim=4, z_channels=16, ch=8, ch_mult=(1, 2), num_res_blocks=1,
-                   norm_groups=4)  # 2x downsampling: 8 px images -> 4x4 = 16 tokens
-IMAGE_SIZE = 8
-TINY_GPT = dict(dim=32, n_layer=2, n_head=2, multiple_of=16, vocab_size=64, block_size=16)
-C2I = dict(TINY_GPT, num_classes=10)
-T2I = dict(TINY_GPT, cls_token_num=8, caption_dim=16)  # caption_dim = the tiny T5's d_model
-WORDS = ["<pad>", "</s>", "<unk>", "a", "red", "blue", "cube", "ball", "photo", "of", "two"]
-
-
-def random_gpt(task: str) -> GPT:
-    gpt = GPT(official_gpt_config("B", task, IMAGE_SIZE, **(C2I if task == "c2i" else T2I)))
-    for m in gpt.modules():  # sharp, non-degenerate logits
-        if isinstance(m, (torch.nn.Linear, torch.nn.Embedding)):
-            torch.nn.init.normal_(m.weight, std=0.3)
-    return gpt
-
-
-def write_tiny_t5(folder):
-    """A random 1-layer T5 encoder (d_model 16) and a word-level tokenizer that appends </s>, saved in the
-    Hugging Face snapshot layout of google/flan-t5-xl."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
-
-    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tk.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-    cfg = T5Config(vocab_size=len(WORDS), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2, pad_token_id=0,
-                   eos_token_id=1, decoder_start_token_id=0)
-    T5EncoderModel(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
+from helpers import C2I, IMAGE_SIZE, T2I, TINY_VQ, random_gpt, write_tiny_t5
 
 
 @pytest.fixture(scope="module")

@@ -64,13 +64,13 @@ def test_one_line(case, tmp_path):
     (["-m", "common.coco_prompts", "--ratio", "1:2"], "tag ratio must be one of"),
     (["-m", "common.coco_prompts", "--n", "-5"], "--n -5 must be >= 1"),
     (["-m", "common.coco_prompts", "--exclude", "nope.jsonl"], "prompt file not found: nope.jsonl"),
-    (["-m", "common.shapeworld", "check", "--prompts", "nope.jsonl"], "prompt file not found: nope.jsonl"),
-    (["-m", "common.shapeworld", "check", "--n", "0"], "--n 0: must be >= 1"),
-    (["train_toy.py", "--ar-steps", "0"], "--ar-steps 0: must be >= 1"),
-    (["train_toy.py", "--eval-prompts", "nope.jsonl"], "prompt file not found: nope.jsonl"),
+    (["-m", "toy", "check", "--prompts", "nope.jsonl"], "prompt file not found: nope.jsonl"),
+    (["-m", "toy", "check", "--n", "0"], "--n 0: must be >= 1"),
+    (["-m", "toy.train", "--ar-steps", "0"], "--ar-steps 0: must be >= 1"),
+    (["-m", "toy.train", "--eval-prompts", "nope.jsonl"], "prompt file not found: nope.jsonl"),
 ])
 def test_helper_commands_one_line(cmd, message, tmp_path):
-    """The helper commands check their input first (train_toy.py before its 40 minutes of training)."""
+    """The helper commands check their input first (python -m toy.train before its 40 minutes of training)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
     out = ["--out", str(tmp_path / "x.jsonl")] if "common.coco_prompts" in cmd else []
     p = subprocess.run([sys.executable, *cmd, *out], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
@@ -78,6 +78,7 @@ def test_helper_commands_one_line(cmd, message, tmp_path):
     assert message in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_out_dir_on_a_file_and_a_truncated_optimizer_state(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
     base = [sys.executable, "grpo_vanilla.py", "--model", "tiny", "--num-steps", "1", "--prompts-per-step", "2",
@@ -100,6 +101,7 @@ def test_out_dir_on_a_file_and_a_truncated_optimizer_state(tmp_path):
     assert "Traceback" not in p.stderr
 
 
+@pytest.mark.slow
 def test_full_disk_mid_run_is_one_line(tmp_path, monkeypatch):
     """A checkpoint that cannot be written leaves no partial directory and `latest` naming the last good step;
     the uncaught disk error is one line naming how to continue."""

@@ -1,4 +1,4 @@
-"""OCR reward: stage.md §9 Example D via the pure functions, then a few checks with the real RapidOCR engine."""
+"""OCR reward: a worked example (STAGE App. B.1: 1 - edit distance / target length) via the pure functions, then a few checks with the real RapidOCR engine."""
 import numpy as np
 import pytest
 import torch
@@ -10,7 +10,7 @@ from rewards.ocr import levenshtein, ocr_score, ocr_target
 PROMPT = 'New York Skyline with "Hello World" written with fireworks on the sky'
 
 
-# ---- stage.md §9 Example D ------------------------------------------------------------------------------------
+# ---- the worked example ----------------------------------------------------------------------------------------
 
 def test_target():
     assert ocr_target(PROMPT) == "Hello World"

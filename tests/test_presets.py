@@ -132,7 +132,7 @@ def test_preset_rehearsal(script, preset, rehearsal_env, tmp_path):
     assert all(r["metadata0"] in rows for r in rec["rewards"]), [r["metadata0"] for r in rec["rewards"]]
     # the preset's evaluation: the real-image detector before and after training, or none
     if evaluates:
-        assert [e["args"]["detector"] for e in rec["evals"]] == ["coco", "coco"]
+        assert [e["args"]["judge"] for e in rec["evals"]] == ["GenEvalJudge('coco')"] * 2
         assert all(e["n_metadata"] == 2 for e in rec["evals"])
     else:
         assert rec["evals"] == []

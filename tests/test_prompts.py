@@ -32,7 +32,7 @@ def test_txt_skips_blank_lines(tmp_path):
 def test_shapeworld_files_load():
     path = os.path.join(REPO, "data", "shapeworld", "eval.jsonl")
     if not os.path.exists(path):
-        pytest.skip("run: python -m common.shapeworld write --out data/shapeworld")
+        pytest.skip("run: python -m toy write --out data/shapeworld")
     assert len(load_prompts(path)) == 55
 
 

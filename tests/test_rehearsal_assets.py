@@ -7,7 +7,8 @@ import os
 import pytest
 import torch
 
-from common.models import LLAMAGEN_CHECKPOINTS, load_model
+from common.llamagen import LLAMAGEN_CHECKPOINTS
+from common.models import load_model
 from rehearsal_assets import (JANUS_GRID, JANUS_IMAGE_SIZE, MODEL_REWARDS, NO_ASSET_REWARDS, SHRUNK_GPT,  # noqa: F401
                               apply_env, build_assets, param_delta, rehearsal_env, rehearse, shrink, shrink_llamagen)
 from rewards import REWARDS, check_reward, compute_rewards, get_reward
@@ -173,5 +174,5 @@ def test_runner_keeps_exit_code_and_records_evaluation(rehearsal_env, tmp_path):
     assert rc == 0, err[-3000:]
     assert os.path.join(repo, "data", "shapeworld", "train.jsonl") in record["opened"]
     ev = record["evals"]
-    assert len(ev) == 2 and ev[0]["args"]["detector"] == "shapeworld" and ev[0]["n_metadata"] > 0
+    assert len(ev) == 2 and ev[0]["args"]["judge"] == "GenEvalJudge('shapeworld')" and ev[0]["n_metadata"] > 0
     assert "overall" in ev[0]["summary"]

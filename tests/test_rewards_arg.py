@@ -1,4 +1,4 @@
-"""AR-GRPO's MANIQA and Qwen2.5-VL judge rewards (ar_grpo.md §3.5-3.6) without weights: MANIQA on a tiny
+"""AR-GRPO's MANIQA and Qwen2.5-VL judge rewards (AR-GRPO §3.3, App. C) without weights: MANIQA on a tiny
 configuration of the same structure (crops, batching, determinism, checkpoint loading) plus the full-size
 state-dict layout; the judge's reply parsing, retries and clipping through an injected generate callable, and
 its input building / batched greedy generation on a tiny random Qwen2.5-VL with a locally built tokenizer."""
@@ -388,7 +388,7 @@ WORDS = ["<unk>"] + SPECIAL + ["{", "}", '"score":', "```json", "```", "0", "1",
 
 @pytest.fixture(scope="module")
 def tiny_qwen():
-    """A random Qwen2.5-VL (dependencies.md §6) with a word-level tokenizer and the PIL image processor."""
+    """A random Qwen2.5-VL with a word-level tokenizer and the PIL image processor."""
     transformers = pytest.importorskip("transformers")
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil

@@ -6,9 +6,9 @@ import pytest
 
 from common import coco_prompts as cp
 from common.prompts import load_prompts
-from common.shapeworld import TAGS
+from common.geneval import TAGS
 from rewards.geneval import validate
-from rewards.geneval_rules import partial_score, strict_correct
+from common.geneval import partial_score, strict_correct
 
 
 def test_class_and_colour_lists():
@@ -95,7 +95,7 @@ def test_cli_writes_loadable_jsonl(tmp_path, capsys):
 
 def test_release_formats(tmp_path):
     # GenEval evaluation_metadata.jsonl / STAGE's flow_grpo .json (JSON lines under a .json name), with the
-    # string counts and position indices stage.md §6.4 suspects; the rules cast them
+    # string counts and position indices such files may hold; the rules cast them
     row = {"tag": "position", "include": [{"class": "dog", "count": "1"},
                                           {"class": "cat", "count": "1", "position": ["left of", "0"]}],
            "prompt": "a photo of a cat left of a dog"}

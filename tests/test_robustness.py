@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from test_scripts import SCRIPTS, TINY, assert_same_update, initial_policy, moved, policy, reward_flags, run, tiny
+from helpers import SCRIPTS, TINY, assert_same_update, initial_policy, moved, policy, reward_flags, run, tiny_args
 
 # A user-defined reward (--reward module:factory), imported by the scripts from PYTHONPATH.
 REWARD_MODULE = '''
@@ -56,8 +56,8 @@ def user_reward(tmp_path, factory, script, extra=()):
 def test_gradient_accumulation_equals_one_batch(script, tmp_path):
     """4 micro-batches of 4 images (gradients accumulated) == one batch of 16, after 2 optimizer steps."""
     name = script[:-3]
-    run([sys.executable, script, *tiny(script), "--num-steps", "2"], tmp_path / "one")
-    run([sys.executable, script, *tiny(script), "--num-steps", "2", "--micro-batch-size", "4"], tmp_path / "acc")
+    run([sys.executable, script, *tiny_args(script), "--num-steps", "2"], tmp_path / "one")
+    run([sys.executable, script, *tiny_args(script), "--num-steps", "2", "--micro-batch-size", "4"], tmp_path / "acc")
     assert_same_update(policy(tmp_path / "one", name), policy(tmp_path / "acc", name), script)
 
 
@@ -67,7 +67,7 @@ def test_fsdp2_matches_ddp(script, tmp_path):
     """2 ranks: FSDP2 (sharded, activation checkpointing, 2 micro-batches) == DDP, parameters after 2 steps."""
     name = script[:-3]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script,
-                *tiny(script), "--num-steps", "2"]
+                *tiny_args(script), "--num-steps", "2"]
     run(torchrun, tmp_path / "ddp")
     run(torchrun + ["--dist", "fsdp2", "--activation-checkpointing", "--micro-batch-size", "4"], tmp_path / "fsdp")
     assert_same_update(policy(tmp_path / "ddp", name), policy(tmp_path / "fsdp", name), script)
@@ -76,7 +76,7 @@ def test_fsdp2_matches_ddp(script, tmp_path):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_sigterm_then_resume_equals_uninterrupted(script, tmp_path):
     name = script[:-3]
-    args = [*tiny(script), "--num-steps", "6", "--image-every", "0"]
+    args = [*tiny_args(script), "--num-steps", "6", "--image-every", "0"]
     run([sys.executable, script, *args], tmp_path / "full")
 
     # interrupted: SIGTERM once two steps are logged; the script finishes its step, saves and exits 0
@@ -171,7 +171,7 @@ def test_nan_loss_stops_with_message_and_intact_checkpoint(script, tmp_path):
 @pytest.mark.parametrize("dtype, master", [("bfloat16", torch.float32), ("bfloat16-pure", torch.bfloat16)])
 def test_bf16_mixed_precision_keeps_fp32_master_state(dtype, master, tmp_path):
     """--dtype bfloat16: fp32 weights and AdamW moments (the releases' DeepSpeed bf16); bfloat16-pure: all bf16."""
-    run([sys.executable, "grpo_vanilla.py", *tiny("grpo_vanilla.py"), "--num-steps", "1", "--dtype", dtype], tmp_path)
+    run([sys.executable, "grpo_vanilla.py", *tiny_args("grpo_vanilla.py"), "--num-steps", "1", "--dtype", dtype], tmp_path)
     from common.checkpoint import resolve
 
     step = resolve(str(tmp_path / "grpo_vanilla_s0"))
@@ -188,7 +188,7 @@ def test_fsdp2_mixed_precision_matches_ddp(tmp_path):
     first step is about lr·sign(g), so a gradient element near 0 whose sign the rounding flips moves by 2·lr: measured
     0.09 of the update's norm)."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "grpo_vanilla.py",
-                *tiny("grpo_vanilla.py"), "--num-steps", "1", "--dtype", "bfloat16", "--image-every", "0"]
+                *tiny_args("grpo_vanilla.py"), "--num-steps", "1", "--dtype", "bfloat16", "--image-every", "0"]
     run(torchrun, tmp_path / "ddp")
     run(torchrun + ["--dist", "fsdp2"], tmp_path / "fsdp")
     a, b = policy(tmp_path / "ddp", "grpo_vanilla"), policy(tmp_path / "fsdp", "grpo_vanilla")
@@ -234,7 +234,7 @@ def _metrics_steps(run_dir):
 def test_run_directory_resume_arguments_and_metrics_once(tmp_path):
     """A fresh run never writes into an existing run; --resume refuses arguments that change the experiment (or
     another script's checkpoint) in one line, accepts a new length; after a crash the metrics hold each step once."""
-    args = [*tiny("grpo_vanilla.py"), "--num-steps", "3", "--save-every", "2", "--image-every", "0"]
+    args = [*tiny_args("grpo_vanilla.py"), "--num-steps", "3", "--save-every", "2", "--image-every", "0"]
     run([sys.executable, "grpo_vanilla.py", *args], tmp_path)
     run_dir = tmp_path / "grpo_vanilla_s0"
     p = run([sys.executable, "grpo_vanilla.py", *args], tmp_path, check=False)
@@ -245,7 +245,7 @@ def test_run_directory_resume_arguments_and_metrics_once(tmp_path):
         p = run([sys.executable, "grpo_vanilla.py", *args, *extra, "--resume", str(run_dir)], tmp_path, check=False)
         last = p.stderr.strip().splitlines()[-1]
         assert p.returncode != 0 and last.startswith("error:") and message in last, p.stderr[-1500:]
-    p = run([sys.executable, "stage.py", *tiny("stage.py"), "--resume", str(run_dir)], tmp_path, check=False)
+    p = run([sys.executable, "stage.py", *tiny_args("stage.py"), "--resume", str(run_dir)], tmp_path, check=False)
     assert p.returncode != 0 and "a checkpoint of grpo_vanilla.py, not of stage.py" in p.stderr.strip().splitlines()[-1]
     # a crash after step 3 was logged but before its checkpoint: latest is step 2; resume to 4 steps
     ckpts = run_dir / "checkpoints"
@@ -254,6 +254,6 @@ def test_run_directory_resume_arguments_and_metrics_once(tmp_path):
     shutil.rmtree(ckpts / "step_000003")
     (ckpts / "latest").write_text("step_000002\n")
     assert _metrics_steps(run_dir) == [1, 2, 3]
-    run([sys.executable, "grpo_vanilla.py", *tiny("grpo_vanilla.py"), "--num-steps", "4", "--save-every", "2",
+    run([sys.executable, "grpo_vanilla.py", *tiny_args("grpo_vanilla.py"), "--num-steps", "4", "--save-every", "2",
          "--image-every", "0", "--resume", str(run_dir)], tmp_path)
     assert _metrics_steps(run_dir) == [1, 2, 3, 4]

@@ -8,75 +8,10 @@ import pytest
 import torch
 
 from conftest import REPO
-
-SCRIPTS = ["grpo_vanilla.py", "stage.py", "gcpo.py", "ar_grpo.py"]
-
-
-def reward_flags(script: str, name: str) -> list[str]:
-    """Train with the single reward `name`: ar_grpo.py takes it as its only (alignment) reward term."""
-    return ["--align-rewards", name, "--quality-reward", ""] if script == "ar_grpo.py" else ["--reward", name]
-TINY = ["--model", "tiny", "--prompts-per-step", "4", "--group-size", "4", "--eval-samples", "0", "--image-every", "1",
-        "--lr", "1e-3", "--beta", "0.05"]
-COLOR_PROMPTS = os.path.join(REPO, "tests", "data", "color_prompts.jsonl")  # ShapeWorld's colour prompts
+from helpers import SCRIPTS, TINY, assert_same_update, policy, reward_flags, run, tiny_args
 
 
-def model_for(script: str) -> str:
-    """The model whose trained weights the comparison tests check. GCPO ranks per-token entropy gradients to pick
-    its critical tokens; on the random tiny model every entropy is log V up to float noise, so that ranking, and
-    with it the update, depends on the summation order of the batch. The toy model's entropies make it defined."""
-    return "toy" if script == "gcpo.py" else "tiny"
-
-
-def tiny(script: str) -> list[str]:
-    """TINY with a reward that varies on a random model (the fraction of pixels of the prompt's colour): the
-    weights move, so comparing trained parameters is not vacuous (the GenEval reward is 0 on a random model)."""
-    return [*TINY, "--model", model_for(script), "--prompts", COLOR_PROMPTS, *reward_flags(script, "color")]
-
-
-def initial_policy(script: str = "grpo_vanilla.py") -> dict:
-    """The model's weights before training (the scripts seed with --seed 0 before building the random tiny one)."""
-    from common.models import load_model
-    from common.utils import seed_everything
-
-    seed_everything(0)
-    return load_model(model_for(script)).policy.state_dict()
-
-
-def moved(params: dict, script: str) -> float:
-    """Max |change| of the trained parameters from initial_policy(script)."""
-    init = initial_policy(script)
-    return max((params[k].float() - init[k].float()).abs().max().item() for k in params)
-
-
-def assert_same_update(a: dict, b: dict, script: str, rel: float = 1e-2):
-    """Two runs that should compute the same updates: ‖θ_a − θ_b‖ ≤ rel·‖θ_a − θ_0‖, and θ moved. A norm, not
-    elementwise: AdamW's first steps are about lr·sign(g), so a gradient element at float-noise level can flip
-    sign with the summation order and move by 2·lr (a handful of the toy's 0.9M weights), while a real
-    difference (a missing gradient reduction, a wrong scale) changes the update broadly."""
-    init = initial_policy(script)
-    assert a.keys() == b.keys()
-    update = torch.cat([(a[k].float() - init[k].float()).flatten() for k in a]).norm()
-    diff = torch.cat([(a[k].float() - b[k].float()).flatten() for k in a]).norm()
-    assert update > 0 and diff <= rel * update, f"updates differ by {diff / update:.2e} of their norm {update:.3g}"
-
-
-def run(cmd, tmp_path, check=True):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
-    p = subprocess.run(cmd + ["--out-dir", str(tmp_path)], cwd=REPO, env=env, capture_output=True, text=True,
-                       timeout=600)
-    if check:
-        assert p.returncode == 0, p.stderr[-3000:]
-    return p
-
-
-def policy(tmp_path, name):
-    from common.utils import load_safetensors
-
-    from common.checkpoint import resolve
-
-    return load_safetensors(os.path.join(resolve(os.path.join(tmp_path, f"{name}_s0")), "policy.safetensors"))
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_smoke(script, tmp_path):
     name = script[:-3]
@@ -96,7 +31,7 @@ def test_torchrun_two_processes_match_one(script, tmp_path):
     """2 ranks x 2 prompts == 1 rank x 4 prompts: same rollouts (noise is seeded per group), gradients
     averaged by DDP, so the updates agree up to float summation order; ranks stay identical."""
     name = script[:-3]
-    args = [*tiny(script), "--num-steps", "2"]
+    args = [*tiny_args(script), "--num-steps", "2"]
     p = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script, *args],
             tmp_path / "ddp")
     assert "parameters identical on all 2 ranks" in p.stdout
@@ -144,7 +79,7 @@ def test_evaluate_loads_a_runs_latest_checkpoint(tmp_path):
     run([sys.executable, "grpo_vanilla.py", *TINY, "--num-steps", "1"], tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
     p = subprocess.run([sys.executable, "evaluate.py", "--model", "tiny", "--checkpoint", str(tmp_path / "grpo_vanilla_s0"),
-                        "--n", "1", "--grid", ""], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                        "--n", "1", "--grid", "", "--out", str(tmp_path / "eval")], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0 and "overall" in p.stdout, p.stderr[-2000:]
     p = subprocess.run([sys.executable, "evaluate.py", "--model", "tiny", "--checkpoint", str(tmp_path / "nope")],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -156,7 +91,7 @@ def test_guided_logprobs_with_top_k_stay_finite(script, tmp_path):
     """--guided-logprobs scores under CFG and temperature without the top-k filter: a sampled token the filter drops
     after an update (or under π_ref) would otherwise get log p = −inf, k3 = inf, and stop the run."""
     # two inner epochs: the second scores the rollout under an updated policy whose top 3 has changed
-    p = run([sys.executable, script, *tiny(script), "--num-steps", "3", "--guided-logprobs",
+    p = run([sys.executable, script, *tiny_args(script), "--num-steps", "3", "--guided-logprobs",
              "--num-inner-epochs", "2", "--top-k", "3", "--cfg-scale", "3", "--lr", "1e-2"], tmp_path)
     rows = [json.loads(line) for line in open(tmp_path / f"{script[:-3]}_s0" / "metrics.jsonl")]
     assert len(rows) == 3 and all(0 < r["losses/kl"] < float("inf") for r in rows), p.stdout[-2000:]

@@ -1,4 +1,5 @@
-"""The pure maths of stage.py: the worked examples of the STAGE spec (stage.md §9) and invariants."""
+"""The pure maths of stage.py: worked examples of STAGE Eqs. 5-12 (as released; docs/stage.md) and
+invariants."""
 import json
 import os
 import subprocess

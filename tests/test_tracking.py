@@ -9,7 +9,7 @@ import types
 import pytest
 
 from conftest import REPO
-from test_scripts import TINY
+from helpers import TINY
 
 MISSING = "error: --track logs to Weights & Biases, which is not installed: pip install wandb"
 

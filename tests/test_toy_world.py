@@ -8,10 +8,10 @@ import pytest
 import torch
 from scipy import ndimage
 
-from common import shapeworld as sw
+from common.geneval import filter_detections, relative_position, strict_correct
 from rewards.geneval import GenEvalReward, make_geneval, make_geneval_strict
-from rewards.geneval_rules import filter_detections, relative_position, strict_correct
-from rewards.shapeworld_detector import detect
+from toy import world as sw
+from toy.detector import check, detect
 
 GENEVAL_COLORS = {"red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white"}
 SPACE_SIZES = {"single_object": 3, "two_object": 6, "counting": 9, "colors": 18, "position": 24, "color_attr": 180}
@@ -279,5 +279,5 @@ def test_geneval_reward_errors():
 def test_check_cli(tmp_path, capsys):
     path = tmp_path / "p.jsonl"
     path.write_text("".join(json.dumps(sw.all_prompts(t)[0]) + "\n" for t in sw.TAGS))
-    summary = sw.check(str(path), n=2)
+    summary = check(str(path), n=2)
     assert summary["overall"] == 1.0 and "overall" in capsys.readouterr().out

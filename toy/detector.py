@@ -1,4 +1,4 @@
-"""A hand-written object detector for ShapeWorld images (common/shapeworld.py).
+"""A hand-written object detector for ShapeWorld images (toy/world.py).
 
 1. Each pixel goes to the nearest palette colour or the background (Euclidean RGB),
    where "nearest" also accepts blends of a colour with the background (what blur
@@ -11,6 +11,8 @@
    matches: clean renders score 1.0, blurry or irregular blobs less.
 
 Works on any image size: areas and sizes scale with the image relative to 64x64.
+
+`check` measures the detector with GenEval's strict rules on ground-truth renders (`python -m toy check`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from common.shapeworld import BACKGROUND, CELL, COLORS, IMAGE_SIZE, MARGIN, OBJ_CELLS
+from common.geneval import filter_detections, format_table, strict_correct, summarize, tag_counts
+from common.prompts import load_prompts
+from toy.world import BACKGROUND, CELL, COLORS, IMAGE_SIZE, MARGIN, OBJ_CELLS, render, sample_scene
 
 MAX_COLOR_DIST = 60.0  # RGB distance beyond which a pixel matches nothing
 MIN_AREA = 20  # px at 64x64
@@ -139,3 +143,25 @@ def detect(image: Any) -> list[dict]:
             box = (float(sl[1].start), float(sl[0].start), float(sl[1].stop), float(sl[0].stop))
             dets.append({"class": cls, "box": box, "score": score, "color": name})
     return dets
+
+
+class ShapeWorldDetector:
+    """The GenEval reward's detector interface (rewards/geneval.py): uint8 images (B, 3, H, W) -> per image a list of
+    detections, colours included (no colour classifier needed)."""
+
+    def __call__(self, images_u8) -> list[list[dict]]:
+        return [detect(img) for img in images_u8.permute(0, 2, 3, 1).cpu().numpy()]
+
+
+def check(prompts_path: str, n: int, seed: int = 0) -> dict:
+    """Detector + strict rules on n ground-truth renders per prompt; prints the table (`python -m toy check`)."""
+    rng = np.random.default_rng(seed)
+    results: list[tuple[str, bool]] = []
+    for meta in load_prompts(prompts_path):
+        for _ in range(n):
+            image = render(sample_scene(meta, rng))
+            detected = filter_detections(detect(image), meta["tag"])
+            results.append((meta["tag"], strict_correct(detected, meta)[0]))
+    summary = summarize(results)
+    print(format_table(summary, tag_counts(results)))
+    return summary

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from common.shapeworld import BACKGROUND, COLORS
+from toy.world import BACKGROUND, COLORS
 
 
 class PaletteCleanliness:

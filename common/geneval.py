@@ -1,14 +1,18 @@
-"""GenEval's rules over object detections, independent of the detector.
+"""GenEval in pure Python, shared by the prompt generators (toy/world.py, common/coco_prompts.py), the rewards
+(rewards/geneval.py) and the held-out evaluation (common/evaluation.py); no detector lives here.
 
 A detection is a dict {"class": str, "box": (x0, y0, x1, y1) pixels, "score": float,
 "color": str | None}. Metadata is one row of GenEval's evaluation_metadata.jsonl:
 {"tag", "include": [{"class", "count", "color"?, "position"?: [relation, target_index]}],
 "exclude"?: [{"class", "count"}], "prompt"}.
 
-- filter_detections: GenEval's post-processing (score thresholds, max objects per class).
-- strict_correct: GenEval's binary evaluate().
-- partial_score: the Flow-GRPO/STAGE partial-credit training reward (stage.md §6.1),
-  with the intended semantics: a null "color"/"position" key counts as absent.
+- TAGS, RELATIONS, with_article, geneval_row: GenEval's six tags, four relations and prompt templates;
+- validate: the metadata check (names the first bad row);
+- filter_detections: GenEval's post-processing (score thresholds, max objects per class);
+- strict_correct: GenEval's binary evaluate();
+- partial_score: the Flow-GRPO/STAGE partial-credit training reward (STAGE App. B.1; docs/rewards.md),
+  with the intended semantics: a null "color"/"position" key counts as absent;
+- tag_counts, summarize, format_table: the per-tag report.
 """
 
 from __future__ import annotations
@@ -20,7 +24,57 @@ import numpy as np
 Det = dict[str, Any]
 Detected = dict[str, list[Det]]
 
-TAG_ORDER = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
+TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")  # GenEval's tag order
+RELATIONS = ("left of", "right of", "above", "below")  # GenEval's four relations
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+def with_article(word: str) -> str:
+    """'a circle', 'an orange circle' (GenEval's templates use the correct article)."""
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+
+
+def geneval_row(tag: str, include: list[dict], prompt: str, exclude: list[dict] | None = None) -> dict:
+    """A metadata row with GenEval's key order: tag, include, exclude (if any), prompt."""
+    row: dict[str, Any] = {"tag": tag, "include": include}
+    if exclude is not None:
+        row["exclude"] = exclude
+    row["prompt"] = prompt
+    return row
+
+
+def validate(metadata: list[dict], classes=None, colors=None) -> None:
+    """Raise ValueError naming the first row that is not GenEval metadata: a non-empty "include" list of
+    {class, count (int >= 1), optional color, optional position [relation, index of an earlier include]}.
+    classes / colors: the names the detector can see (None: not checked)."""
+    for meta in metadata:
+        prompt = meta.get("prompt") if isinstance(meta, dict) else meta
+        where = f"prompt {prompt!r}"
+        inc = meta.get("include") if isinstance(meta, dict) else None
+        if not (isinstance(inc, list) and inc and all(isinstance(r, dict) and "class" in r and "count" in r
+                                                      for r in inc)):
+            raise ValueError(f"GenEval reward needs metadata with an 'include' list of {{class, count}} for every "
+                             f"prompt; {where} has none (use a GenEval-format .jsonl prompt file)")
+        for j, r in enumerate(inc + list(meta.get("exclude") or [])):
+            if not isinstance(r.get("count"), int) or isinstance(r["count"], bool) or r["count"] < 1:
+                raise ValueError(f"GenEval metadata {where}: count {r.get('count')!r} of {r.get('class')!r} "
+                                 f"is not a positive integer")
+            if classes is not None and r["class"] not in classes:
+                raise ValueError(f"GenEval metadata {where}: class {r['class']!r} is not one this detector knows "
+                                 f"({len(classes)} classes, e.g. {', '.join(list(classes)[:4])}); is the prompt "
+                                 f"file meant for another detector?")
+            if colors is not None and r.get("color") is not None and r["color"] not in colors:
+                raise ValueError(f"GenEval metadata {where}: unknown colour {r['color']!r}; known: {', '.join(colors)}")
+            pos = r.get("position")
+            if pos is not None and not (isinstance(pos, (list, tuple)) and len(pos) == 2 and pos[0] in RELATIONS
+                                        and isinstance(pos[1], int) and 0 <= pos[1] < len(inc) and pos[1] != j):
+                raise ValueError(f"GenEval metadata {where}: position {pos!r} must be [relation, index of another "
+                                 f"include] with relation one of {', '.join(RELATIONS)}")
+
+
+# ----------------------------------------------------------------------------- rules
 
 
 def filter_detections(
@@ -42,9 +96,6 @@ def filter_detections(
     return {
         cls: sorted(ds, key=lambda d: -d["score"])[:max_objects] for cls, ds in by_class.items()
     }
-
-
-RELATIONS = ("left of", "right of", "above", "below")  # GenEval's four relations
 
 
 def relative_position(box_a: Any, box_b: Any, threshold: float = 0.1) -> set[str]:
@@ -126,7 +177,7 @@ def strict_correct(detected: Detected, metadata: dict) -> tuple[bool, str]:
 
 
 def partial_clauses(detected: Detected, metadata: dict) -> list[float]:
-    """The list of clause scores whose mean is the partial-credit reward (stage.md §6.1)."""
+    """The list of clause scores whose mean is the partial-credit reward (STAGE App. B.1)."""
     clauses: list[float] = []
     matched_groups: list[list[Det] | None] = []
     for req in metadata.get("include") or []:
@@ -169,8 +220,11 @@ def partial_score(detected: Detected, metadata: dict) -> float:
     return sum(clauses) / len(clauses) if clauses else 0.0
 
 
+# ----------------------------------------------------------------------------- report
+
+
 def _tag_key(tag: str) -> tuple[int, str]:
-    return (TAG_ORDER.index(tag) if tag in TAG_ORDER else len(TAG_ORDER), tag)
+    return (TAGS.index(tag) if tag in TAGS else len(TAGS), tag)
 
 
 def tag_counts(results: Iterable[tuple[str, bool]]) -> dict[str, int]:

@@ -6,17 +6,14 @@ solid colour, inside that block with a 2 px margin. Blocks of different objects 
 touch: their top-left cells are at Chebyshev distance >= 3.
 
 Prompts and metadata follow GenEval's evaluation_metadata.jsonl format and templates
-for its six tags, so the same rules (rewards/geneval_rules.py) score both this world
-and real GenEval.
+for its six tags (common/geneval.py), so the same rules score both this world and
+real GenEval.
 
-CLI:
-    python -m common.shapeworld write --out data/shapeworld
-    python -m common.shapeworld check --prompts data/shapeworld/eval.jsonl --n 8
+Write the prompt files with `python -m toy write --out data/shapeworld` (toy/__main__.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import itertools
 import json
@@ -25,6 +22,8 @@ from collections import OrderedDict
 from typing import Any
 
 import numpy as np
+
+from common.geneval import RELATIONS, TAGS, geneval_row, relative_position, with_article
 
 IMAGE_SIZE = 64
 CELL = 8  # pixels per cell (= per VQ token)
@@ -49,8 +48,6 @@ COLORS: "OrderedDict[str, tuple[int, int, int]]" = OrderedDict(
 )
 BACKGROUND = (235, 235, 235)
 
-TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
-RELATIONS = ("left of", "right of", "above", "below")
 NUMBERS = {2: "two", 3: "three", 4: "four"}
 TRAIN_PER_TAG = 64  # training prompts per tag (tag-balanced; small tags repeat)
 EVAL_PER_TAG = 16  # tags with a larger prompt space get this many held-out eval prompts
@@ -118,50 +115,32 @@ def object_box(obj: Obj) -> tuple[float, float, float, float]:
 # ----------------------------------------------------------------------------- prompts
 
 
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
-def _a(word: str) -> str:
-    """'a circle', 'an orange circle' (GenEval uses the correct article)."""
-    return f"{_article(word)} {word}"
-
-
-def _make(tag: str, include: list[dict], prompt: str, exclude: list[dict] | None = None) -> dict:
-    """Prompt dict with GenEval's key order: tag, include, exclude (if any), prompt."""
-    row: dict[str, Any] = {"tag": tag, "include": include}
-    if exclude is not None:
-        row["exclude"] = exclude
-    row["prompt"] = prompt
-    return row
-
-
 @functools.lru_cache(maxsize=None)
 def _all_prompts_json(tag: str) -> tuple[str, ...]:
     rows: list[dict] = []
     if tag == "single_object":
         for cls in CLASSES:
-            rows.append(_make(tag, [{"class": cls, "count": 1}], f"a photo of {_a(cls)}"))
+            rows.append(geneval_row(tag, [{"class": cls, "count": 1}], f"a photo of {with_article(cls)}"))
     elif tag == "two_object":
         for a, b in itertools.permutations(CLASSES, 2):
             inc = [{"class": a, "count": 1}, {"class": b, "count": 1}]
-            rows.append(_make(tag, inc, f"a photo of {_a(a)} and {_a(b)}"))
+            rows.append(geneval_row(tag, inc, f"a photo of {with_article(a)} and {with_article(b)}"))
     elif tag == "counting":
         for cls in CLASSES:
             for n, word in NUMBERS.items():
                 inc = [{"class": cls, "count": n}]
                 exc = [{"class": cls, "count": n + 1}]
-                rows.append(_make(tag, inc, f"a photo of {word} {cls}s", exc))
+                rows.append(geneval_row(tag, inc, f"a photo of {word} {cls}s", exc))
     elif tag == "colors":
         for cls in CLASSES:
             for color in COLORS:
                 inc = [{"class": cls, "count": 1, "color": color}]
-                rows.append(_make(tag, inc, f"a photo of {_a(color)} {cls}"))
+                rows.append(geneval_row(tag, inc, f"a photo of {with_article(color)} {cls}"))
     elif tag == "position":
         for a, b in itertools.permutations(CLASSES, 2):
             for rel in RELATIONS:
                 inc = [{"class": b, "count": 1}, {"class": a, "count": 1, "position": [rel, 0]}]
-                rows.append(_make(tag, inc, f"a photo of {_a(a)} {rel} {_a(b)}"))
+                rows.append(geneval_row(tag, inc, f"a photo of {with_article(a)} {rel} {with_article(b)}"))
     elif tag == "color_attr":
         for a, b in itertools.permutations(CLASSES, 2):
             for ca, cb in itertools.permutations(COLORS, 2):
@@ -169,7 +148,7 @@ def _all_prompts_json(tag: str) -> tuple[str, ...]:
                     {"class": a, "count": 1, "color": ca},
                     {"class": b, "count": 1, "color": cb},
                 ]
-                rows.append(_make(tag, inc, f"a photo of {_a(ca)} {a} and {_a(cb)} {b}"))
+                rows.append(geneval_row(tag, inc, f"a photo of {with_article(ca)} {a} and {with_article(cb)} {b}"))
     else:
         raise ValueError(f"unknown tag {tag!r}; known: {', '.join(TAGS)}")
     return tuple(json.dumps(r) for r in rows)
@@ -220,8 +199,6 @@ def sample_scene(metadata: dict, rng: np.random.Generator, max_tries: int = 1000
     Unspecified colours are random; position relations hold under GenEval's rule with a
     safety margin (checked on ground-truth boxes). Raises RuntimeError if it fails.
     """
-    from rewards.geneval_rules import relative_position  # local: rewards imports this module
-
     reqs = metadata["include"]
     for _ in range(max_tries):
         objects: list[Obj] = []
@@ -296,52 +273,3 @@ def write_prompt_files(out_dir: str) -> None:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
         print(f"wrote {len(rows)} prompts to {os.path.join(out_dir, name)}")
-
-
-def check(prompts_path: str, n: int, seed: int = 0) -> dict:
-    """Detector + strict rules on n ground-truth renders per prompt; prints the table."""
-    from common.prompts import load_prompts
-    from rewards.geneval_rules import (
-        filter_detections,
-        format_table,
-        strict_correct,
-        summarize,
-        tag_counts,
-    )
-    from rewards.shapeworld_detector import detect
-
-    rng = np.random.default_rng(seed)
-    results: list[tuple[str, bool]] = []
-    for meta in load_prompts(prompts_path):
-        for _ in range(n):
-            image = render(sample_scene(meta, rng))
-            detected = filter_detections(detect(image), meta["tag"])
-            results.append((meta["tag"], strict_correct(detected, meta)[0]))
-    summary = summarize(results)
-    print(format_table(summary, tag_counts(results)))
-    return summary
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="ShapeWorld prompt files and detector check")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    w = sub.add_parser("write", help="write train.jsonl and eval.jsonl")
-    w.add_argument("--out", default="data/shapeworld")
-    c = sub.add_parser("check", help="detector strict accuracy on ground-truth renders")
-    c.add_argument("--prompts", default="data/shapeworld/eval.jsonl")
-    c.add_argument("--n", type=int, default=8, help="renders per prompt")
-    c.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    try:
-        if args.cmd == "write":
-            write_prompt_files(args.out)
-        elif args.n < 1:
-            raise ValueError(f"--n {args.n}: must be >= 1")
-        else:
-            check(args.prompts, args.n, args.seed)
-    except (ValueError, OSError) as e:
-        raise SystemExit(f"error: {e}") from None
-
-
-if __name__ == "__main__":
-    main()

@@ -1,14 +1,15 @@
 """Pretrain the ShapeWorld toy text-to-image model from scratch (the weights shipped in weights/shapeworld).
 
-Two stages, both on the procedural world of common/shapeworld.py:
+Two stages, both on the procedural world of toy/world.py:
 1. the VQ tokenizer (LlamaGen VQ architecture, tiny config): 64x64 images -> 8x8 = 64 codes, trained
    with a reconstruction loss plus the codebook/commitment loss, restarting dead codes;
 2. the AR model (LlamaGen GPT, text-conditional, tiny config) and its frozen-later word encoder:
    next-token cross-entropy on (prompt, tokens of a scene that satisfies the prompt), with 10% of the
    captions replaced by the learned null caption so classifier-free guidance works.
 
-    python train_toy.py                      # about 40 minutes on a 2-core CPU
-    python train_toy.py --out-dir /tmp/toy   # then: python evaluate.py --model /tmp/toy
+    python -m toy.train --device cuda          # how the shipped weights were made (about 2 minutes on one H100)
+    python -m toy.train --out-dir /tmp/toy     # the same recipe on the CPU: about 40 minutes on 2 cores, not
+                                               # bit-identical; then: python evaluate.py --model /tmp/toy
 
 It ends by printing the tokenizer round-trip detector accuracy and the held-out strict GenEval score.
 """
@@ -27,11 +28,13 @@ import torch.nn.functional as F
 import tyro
 from tqdm import tqdm
 
-from common import shapeworld as sw
-from common.evaluation import check_eval, geneval_eval
-from common.models import TOY_DIR, build_t2i, toy_config
+from common.evaluation import geneval_eval
+from common.models import build_t2i
 from common.prompts import load_prompts
 from common.utils import seed_everything
+from rewards.geneval import GenEvalJudge
+from toy import world as sw
+from toy.model import TOY_DIR, toy_config
 
 
 @dataclass
@@ -104,13 +107,11 @@ def train_vq(vq, args, rng):
 @torch.no_grad()
 def roundtrip_accuracy(vq, metas, grid):
     """Detector strict accuracy on encode -> decode of ground-truth renders of the given prompts."""
-    from rewards.geneval import GenEvalReward
-
     rng = np.random.default_rng(123)
     x = torch.from_numpy(np.stack([sw.render(sw.sample_scene(m, rng)) for m in metas])).permute(0, 3, 1, 2)
     x = x.float().to(vq.quant_conv.weight.device) / 127.5 - 1
     rec = ((vq.decode(vq.encode(x), grid) + 1) / 2).clamp(0, 1)
-    ok = [c for _, c in GenEvalReward(strict=True).evaluate(rec, metas)]
+    ok = [c for _, c in GenEvalJudge("shapeworld").evaluate(rec, metas)]
     return sum(ok) / len(ok)
 
 
@@ -128,7 +129,8 @@ if __name__ == "__main__":
         if args.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("--device cuda: no CUDA device is visible to torch")
         eval_metas = load_prompts(args.eval_prompts)
-        check_eval(eval_metas, "shapeworld")
+        judge = GenEvalJudge("shapeworld")
+        judge.validate(eval_metas)
         os.makedirs(args.out_dir, exist_ok=True)
     except (ValueError, OSError) as e:
         sys.exit(f"error: {e}")
@@ -184,5 +186,5 @@ if __name__ == "__main__":
 
     bk.save(args.out_dir)
     print(f"saved to {args.out_dir} after {(time.time() - t_start) / 60:.1f} min")
-    summary, _, _ = geneval_eval(bk, eval_metas, args.eval_samples, cfg_scale=args.eval_cfg)
+    summary, _, _ = geneval_eval(bk, eval_metas, judge, args.eval_samples, cfg_scale=args.eval_cfg)
     print("held-out strict GenEval of the base model: " + " | ".join(f"{k} {v:.3f}" for k, v in summary.items()))

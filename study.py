@@ -1,0 +1,230 @@
+"""The four algorithms side by side on the toy: a grid of (configuration, seed) runs, then a table and plots.
+
+    python study.py --study standard              # runs what is missing (one thread per run), then the report
+    python study.py --study stress --jobs 2       # at most 2 runs at a time (default: the number of cores)
+    python study.py --study standard --report-only  # the report from the runs already there
+    python study.py --help                        # the studies
+
+Every run is an ordinary command, `python <script> <flags> --seed S --exp-name <config> --out-dir <runs>/<study>`,
+with OMP_NUM_THREADS=1, so the study is as reproducible as its runs (RL on the toy is chaotic: the same seed gives
+different figures on another CPU or thread count; compare seeds, not single runs). A finished run (its metrics hold
+the last step) is skipped; an interrupted one continues from its newest checkpoint (--resume). The report goes to
+docs/results/<study>/: README.md (the table: held-out strict GenEval before and after, mean ± standard error over
+seeds with n, per tag, wall time and step time), curves.png (training reward, KL, entropy and the held-out score
+over steps: mean and a band of ± one standard error over seeds) and grids.png (seed 0's held-out grids before and
+after, one row per configuration).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import tyro
+
+
+@dataclass(frozen=True)
+class Study:
+    configs: dict[str, list[str]]  # name -> command line (script and flags)
+    seeds: int  # seeds 0 .. seeds-1
+    doc: str
+
+
+EVAL = ["--eval-every", "25", "--image-every", "0"]  # held-out strict GenEval every 25 steps (8 samples per prompt)
+# Stress: 3x the steps, 4x the learning rate, a tenth of the KL (STAGE's Fig. 1a regime: large LR, weak KL).
+STRESS = ["--num-steps", "300", "--lr", "2e-4", "--beta", "0.001", "--eval-every", "25", "--image-every", "0"]
+STUDIES: dict[str, Study] = {
+    "standard": Study(
+        {"grpo_vanilla": ["grpo_vanilla.py", *EVAL],
+         "stage": ["stage.py", *EVAL],
+         "stage_release": ["stage.py", "--release-mask-normalisation", "--release-entropy-centring", *EVAL],
+         "gcpo": ["gcpo.py", *EVAL],
+         "gcpo_attached": ["gcpo.py", "--no-detach-weight", *EVAL],
+         "ar_grpo": ["ar_grpo.py", *EVAL]},
+        seeds=5, doc="the four scripts at their defaults (100 steps, lr 5e-5), STAGE's release flags, GCPO with its "
+                     "weight not detached"),
+    "stress": Study(
+        {"grpo_vanilla": ["grpo_vanilla.py", *STRESS],
+         "stage": ["stage.py", *STRESS],
+         "stage_release": ["stage.py", "--release-mask-normalisation", "--release-entropy-centring", *STRESS],
+         "stage_no_reweight": ["stage.py", "--no-reweight", *STRESS],
+         "stage_no_kl_reweight": ["stage.py", "--no-kl-reweight", *STRESS],
+         "stage_no_entropy": ["stage.py", "--no-entropy-reward", *STRESS],
+         "gcpo": ["gcpo.py", *STRESS],
+         "ar_grpo": ["ar_grpo.py", *STRESS]},
+        seeds=3, doc="long runs with a large learning rate and weak KL (300 steps, lr 2e-4, beta 0.001): vanilla, "
+                     "STAGE (paper, release flags, Table-4 ablations), GCPO and AR-GRPO"),
+    "tiny": Study(  # the test's study: two runs of two steps on the tiny random model
+        {"grpo_vanilla": ["grpo_vanilla.py", "--model", "tiny", "--num-steps", "2", "--prompts-per-step", "2",
+                          "--group-size", "2", "--eval-every", "1", "--eval-samples", "1", "--image-every", "0"],
+         "stage": ["stage.py", "--model", "tiny", "--num-steps", "2", "--prompts-per-step", "2", "--group-size", "2",
+                   "--eval-every", "1", "--eval-samples", "1", "--image-every", "0"]},
+        seeds=1, doc="a smoke test: two runs of two steps on the tiny random model"),
+}
+
+
+@dataclass
+class Args:
+    study: str = "standard"
+    """which study: standard, stress or tiny (see STUDIES in study.py)"""
+    seeds: int = 0
+    """number of seeds (0 = the study's own)"""
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    """runs at a time (each uses one thread)"""
+    runs: str = "runs/study"
+    """where the runs go (<runs>/<study>/<config>_s<seed>)"""
+    out: str = "docs/results"
+    """where the report goes (<out>/<study>/)"""
+    report_only: bool = False
+    """skip the runs: the report from what is there"""
+
+
+def run_dir(args: Args, config: str, seed: int) -> str:
+    return os.path.join(args.runs, args.study, f"{config}_s{seed}")
+
+
+def read_rows(path: str) -> list[dict]:
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def num_steps(cmd: list[str]) -> int:
+    return int(cmd[cmd.index("--num-steps") + 1]) if "--num-steps" in cmd else 100
+
+
+def finished(directory: str, steps: int) -> bool:
+    return any(r.get("step") == steps and "eval/overall" in r for r in read_rows(os.path.join(directory, "metrics.jsonl")))
+
+
+def launch(args: Args, config: str, cmd: list[str], seed: int) -> tuple[str, int, float]:
+    """One run to completion (continuing an interrupted one). -> (config, seed, wall seconds of this launch)."""
+    directory = run_dir(args, config, seed)
+    resume = ["--resume", directory] if os.path.isdir(os.path.join(directory, "checkpoints")) else []
+    if not resume and os.path.isdir(directory):  # started but never checkpointed: start again
+        shutil.rmtree(directory)
+    full = [sys.executable, *cmd, "--seed", str(seed), "--exp-name", config, "--out-dir",
+            os.path.join(args.runs, args.study), "--save-every", "25", *resume]
+    os.makedirs(directory, exist_ok=True)
+    t0 = time.time()
+    with open(os.path.join(directory, "stdout.log"), "a") as log:
+        p = subprocess.run(full, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    wall = time.time() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(full)} failed (exit {p.returncode}); see {directory}/stdout.log")
+    with open(os.path.join(directory, "wall.json"), "a") as f:  # one line per launch: a resumed run adds up
+        f.write(json.dumps({"wall_s": wall}) + "\n")
+    return config, seed, wall
+
+
+def mean_se(xs: list[float]) -> tuple[float, float]:
+    n = len(xs)
+    m = sum(xs) / n
+    return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1) / n) if n > 1 else float("nan"))
+
+
+def fmt(xs: list[float], digits: int = 3) -> str:
+    if not xs:
+        return "–"
+    m, se = mean_se(xs)
+    return f"{m:.{digits}f} ± {se:.{digits}f} (n={len(xs)})" if len(xs) > 1 else f"{m:.{digits}f} (n=1)"
+
+
+def report(args: Args, study: Study, seeds: int):
+    """docs/results/<study>/: README.md (table), curves.png, grids.png."""
+    out = os.path.join(args.out, args.study)
+    os.makedirs(out, exist_ok=True)
+    runs = {c: [read_rows(os.path.join(run_dir(args, c, s), "metrics.jsonl")) for s in range(seeds)]
+            for c in study.configs}
+    runs = {c: [rows for rows in rs if rows and finished_rows(rows, num_steps(study.configs[c]))]
+            for c, rs in runs.items()}
+    tags = sorted({k[5:] for rs in runs.values() for rows in rs for r in rows for k in r
+                   if k.startswith("eval/") and k != "eval/overall"})
+    lines = [f"# Study `{args.study}`", "", study.doc + ".", "",
+             f"Reproduce: `python study.py --study {args.study}` (one thread per run, {args.jobs} at a time).", "",
+             "Held-out strict GenEval on the toy's 55 held-out prompts; mean ± standard error over seeds (n seeds).", "",
+             "| configuration | before | after | change | " + " | ".join(tags) + " | wall min | step s |",
+             "|" + "---|" * (6 + len(tags))]
+    for c, rs in runs.items():
+        before = [first_eval(rows)["eval/overall"] for rows in rs]
+        after = [last_eval(rows)["eval/overall"] for rows in rs]
+        change = [a - b for a, b in zip(after, before)]
+        per_tag = [fmt([last_eval(rows)[f"eval/{t}"] for rows in rs if f"eval/{t}" in last_eval(rows)]) for t in tags]
+        walls = [sum(r["wall_s"] for r in read_rows(os.path.join(run_dir(args, c, s), "wall.json"))) / 60
+                 for s in range(seeds) if os.path.isfile(os.path.join(run_dir(args, c, s), "wall.json"))]
+        step_s = [sum(r.get("perf/sample_s", 0) + r.get("perf/reward_s", 0) + r.get("perf/update_s", 0)
+                      for r in rows if "perf/update_s" in r) / max(1, sum("perf/update_s" in r for r in rows))
+                  for rows in rs]
+        lines.append(f"| `{c}` | {fmt(before)} | {fmt(after)} | {fmt(change)} | " + " | ".join(per_tag) +
+                     f" | {fmt(walls, 1)} | {fmt(step_s, 2)} |")
+    lines += ["", "Commands (seed S): " + "; ".join(f"`{c}`: `python {' '.join(cmd)} --seed S`"
+                                                  for c, cmd in study.configs.items()), ""]
+    with open(os.path.join(out, "README.md"), "w") as f:
+        f.write("\n".join(lines))
+    print("\n".join(lines))
+    plot_curves(runs, os.path.join(out, "curves.png"))
+    print(f"report: {out}/")
+
+
+def finished_rows(rows: list[dict], steps: int) -> bool:
+    return any(r.get("step") == steps and "eval/overall" in r for r in rows)
+
+
+def first_eval(rows: list[dict]) -> dict:
+    return min((r for r in rows if "eval/overall" in r), key=lambda r: r["step"])
+
+
+def last_eval(rows: list[dict]) -> dict:
+    return max((r for r in rows if "eval/overall" in r), key=lambda r: r["step"])
+
+
+def plot_curves(runs: dict[str, list[list[dict]]], path: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("charts/reward_mean", "training reward"), ("losses/kl", "KL (k3)"), ("losses/entropy", "entropy"),
+            ("eval/overall", "held-out strict GenEval")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4))
+    for ax, (key, title) in zip(axes, keys):
+        for c, rs in runs.items():
+            steps = sorted({r["step"] for rows in rs for r in rows if key in r})
+            if not steps:
+                continue
+            stats = [mean_se([r[key] for rows in rs for r in rows if r["step"] == s and key in r]) for s in steps]
+            m = [x for x, _ in stats]
+            se = [0.0 if math.isnan(e) else e for _, e in stats]
+            ax.plot(steps, m, label=c, lw=1.2)
+            ax.fill_between(steps, [a - b for a, b in zip(m, se)], [a + b for a, b in zip(m, se)], alpha=0.2)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    if args.study not in STUDIES:
+        sys.exit(f"error: --study {args.study!r}: unknown; known: {', '.join(STUDIES)}")
+    if args.jobs < 1 or args.seeds < 0:
+        sys.exit("error: --jobs must be >= 1 and --seeds >= 0")
+    study = STUDIES[args.study]
+    seeds = args.seeds or study.seeds
+    todo = [(c, cmd, s) for s in range(seeds) for c, cmd in study.configs.items()
+            if not finished(run_dir(args, c, s), num_steps(cmd))]
+    if not args.report_only and todo:
+        print(f"study {args.study}: {len(todo)} of {len(study.configs) * seeds} runs to do, {args.jobs} at a time")
+        with ThreadPoolExecutor(args.jobs) as pool:
+            for config, seed, wall in pool.map(lambda t: launch(args, *t), todo):
+                print(f"done {config} seed {seed} ({wall / 60:.1f} min)")
+    report(args, study, seeds)
