@@ -106,6 +106,8 @@ class Args:
     """images per held-out prompt in the before/after evaluation (0 = no evaluation)"""
     eval_detector: Literal["shapeworld", "coco"] = "shapeworld"
     """GenEval detector of the evaluation: the toy's, or Mask2Former + CLIP colours on real images"""
+    eval_every: int = 0
+    """also evaluate every K steps during training, logged as eval/* (0 = only before and after)"""
     # Sampling
     cfg_scale: float = 3.0
     """classifier-free guidance scale s: l_u + s·(l_c − l_u)"""
@@ -197,37 +199,46 @@ PRESETS = {"toy": {},
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     """Eq. 2: A = (R − mean_g R) / (std_g R + ε). rewards (P, G) -> advantages (P, G).
     std is unbiased (divisor G − 1), as in the releases. Equal rewards give A = 0 exactly."""
+    # BEGIN SOLUTION ex01
     mean = rewards.mean(dim=1, keepdim=True)
     std = rewards.std(dim=1, keepdim=True)  # unbiased
     return (rewards - mean) / (std + eps)
+    # END SOLUTION
 
 
 def quantise(s: torch.Tensor) -> torch.Tensor:
     """App. D (release `discrete_reward_map`): raw score s (B,) -> −1 (s < 0), 0.5 ([0, 0.3)), 1 ([0.3, 0.6)),
     1.5 (s ≥ 0.6). The release raises IndexError at s ≥ 1; here 1.5 continues."""
+    # BEGIN SOLUTION ex08
     return torch.where(s < 0, -1.0, torch.where(s < 0.3, 0.5, torch.where(s < 0.6, 1.0, 1.5)))
+    # END SOLUTION
 
 
 def multi_reward(align: list[torch.Tensor], quality: torch.Tensor | None, realism: list[torch.Tensor],
                  lam_c: float, lam_i: float, lam_r: float):
     """Eqs. 7–10: raw scores, each (B,) -> r (B,) and the terms {r_C, r_I, r_R} (B,) for logging.
     An absent term (no rewards of that kind) is 0."""
+    # BEGIN SOLUTION ex08
     zero = torch.zeros_like((align + realism + [quality])[0])
     r_c = sum((5 * s + quantise(s) for s in align), zero)  # Eq. 7
     r_i = 2 * quality if quality is not None else zero  # Eq. 8
     r_r = sum((s / 4 for s in realism), zero)  # Eq. 9
     return lam_c * r_c + lam_i * r_i + lam_r * r_r, {"r_C": r_c, "r_I": r_i, "r_R": r_r}  # Eq. 10
+    # END SOLUTION
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """k3 estimator of KL(π_θ ‖ π_ref) per token: exp(Δ) − Δ − 1 with Δ = log π_ref − log π_θ. (B, T), ≥ 0."""
+    # BEGIN SOLUTION ex02
     delta = ref_logp - logp
     return torch.exp(delta) - delta - 1
+    # END SOLUTION
 
 
 def grpo_loss(logp, old_logp, ref_logp, adv, clip_eps: float, beta: float):
     """Eq. 3 (token mean of the clipped surrogate plus β·k3).
     logp, old_logp, ref_logp (B, T) (ref_logp None when β = 0); adv (B,). -> (scalar loss, stats dict)."""
+    # BEGIN SOLUTION ex03
     ratio = torch.exp(logp - old_logp)  # (B, T); ≡ 1 on-policy
     a = adv[:, None]
     pg = torch.maximum(-a * ratio, -a * ratio.clamp(1 - clip_eps, 1 + clip_eps))  # (B, T)
@@ -239,6 +250,7 @@ def grpo_loss(logp, old_logp, ref_logp, adv, clip_eps: float, beta: float):
     with torch.no_grad():
         clipfrac = ((ratio - 1).abs() > clip_eps).float().mean()
     return per_token.mean(), {"kl": kl.mean().detach(), "clipfrac": clipfrac}
+    # END SOLUTION
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -105,6 +105,8 @@ class Args:
     """images per held-out prompt in the before/after evaluation (0 = no evaluation)"""
     eval_detector: Literal["shapeworld", "coco"] = "shapeworld"
     """GenEval detector of the evaluation: the toy's, or Mask2Former + CLIP colours on real images"""
+    eval_every: int = 0
+    """also evaluate every K steps during training, logged as eval/* (0 = only before and after)"""
     # Sampling
     cfg_scale: float = 3.0
     """classifier-free guidance scale s: l_u + s·(l_c − l_u)"""
@@ -198,15 +200,19 @@ PRESETS = {"toy": {}} | {n: dict(zip(_A1, row), dtype="bfloat16", max_grad_norm=
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     """Eq. 2: A = (R − mean_g R) / (std_g R + ε). rewards (P, G) -> advantages (P, G).
     std is unbiased (divisor G − 1), as in the releases. Equal rewards give A = 0 exactly."""
+    # BEGIN SOLUTION ex01
     mean = rewards.mean(dim=1, keepdim=True)
     std = rewards.std(dim=1, keepdim=True)  # unbiased
     return (rewards - mean) / (std + eps)
+    # END SOLUTION
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """k3 estimator of KL(π_θ ‖ π_ref) per token: exp(Δ) − Δ − 1 with Δ = log π_ref − log π_θ. (B, T), ≥ 0."""
+    # BEGIN SOLUTION ex02
     delta = ref_logp - logp
     return torch.exp(delta) - delta - 1
+    # END SOLUTION
 
 
 def local_mean(H: torch.Tensor) -> torch.Tensor:
@@ -234,6 +240,7 @@ def critical_tokens(entropy: torch.Tensor, sim: torch.Tensor, grid: tuple[int, i
     """Eq. 6: the three disjoint critical sets, k = int(frac·T) tokens each (GCPO §5.1); ties -> lower position.
     entropy (B, T) of the sampled distribution; sim (P, T) from group_similarity (B = P·G, grouped rows).
     -> (3, B, T) bool: initial, entropy-gradient, low-similarity; the critical mask is `.any(0)`."""
+    # BEGIN SOLUTION ex07
     B, T = entropy.shape
     k = int(frac * T)
     init = torch.zeros(B, T, dtype=torch.bool, device=entropy.device)
@@ -244,19 +251,23 @@ def critical_tokens(entropy: torch.Tensor, sim: torch.Tensor, grid: tuple[int, i
     s = sim.float().repeat_interleave(B // sim.shape[0], dim=0).masked_fill(init | grad, float("inf"))
     low = torch.zeros_like(init).scatter_(1, s.sort(dim=1, stable=True).indices[:, :k], True)
     return torch.stack([init, grad, low])
+    # END SOLUTION
 
 
 def dynamic_weight(logp, ref_logp, clip: float, detach: bool = True) -> torch.Tensor:
     """Eq. 7: w_n = 1/(n+1) Σ_{t≤n} exp(clip(log π_θ − log π_ref, −c, c)), over ALL positions. (B, T) -> (B, T).
     detach=False keeps w in the graph (the release): tokens before a critical one then get gradient."""
+    # BEGIN SOLUTION ex07
     e = torch.exp((logp - ref_logp).clamp(-clip, clip))
     w = e.cumsum(1) / torch.arange(1, logp.shape[1] + 1, device=logp.device, dtype=e.dtype)
     return w.detach() if detach else w
+    # END SOLUTION
 
 
 def gcpo_loss(logp, old_logp, ref_logp, adv, mask, weight, clip_eps: float, beta: float):
     """Eq. 8 (mean over the critical tokens of the clipped surrogate with A·w for A, plus β·k3). logp, old_logp,
     ref_logp, weight (B, T) (ref_logp None when β = 0); adv (B,); mask (B, T) bool. -> (scalar loss, stats dict)."""
+    # BEGIN SOLUTION ex07
     ratio = torch.exp(logp - old_logp)  # (B, T); ≡ 1 on-policy
     a = adv[:, None] * weight  # token-wise advantage A·w
     pg = torch.maximum(-a * ratio, -a * ratio.clamp(1 - clip_eps, 1 + clip_eps))  # (B, T)
@@ -268,6 +279,7 @@ def gcpo_loss(logp, old_logp, ref_logp, adv, mask, weight, clip_eps: float, beta
     with torch.no_grad():
         clipfrac = ((ratio - 1).abs() > clip_eps)[mask].float().mean()
     return per_token[mask].mean(), {"kl": kl.mean().detach(), "clipfrac": clipfrac}
+    # END SOLUTION
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -101,6 +101,8 @@ class Args:
     """images per held-out prompt in the before/after evaluation (0 = no evaluation)"""
     eval_detector: Literal["shapeworld", "coco"] = "shapeworld"
     """GenEval detector of the evaluation: the toy's, or Mask2Former + CLIP colours on real images"""
+    eval_every: int = 0
+    """also evaluate every K steps during training, logged as eval/* (0 = only before and after)"""
     # Sampling
     cfg_scale: float = 3.0
     """classifier-free guidance scale s: l_u + s·(l_c − l_u)"""
@@ -190,25 +192,31 @@ PRESETS = {"toy": {},
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     """Eq. 2: A = (R − mean_g R) / (std_g R + ε). rewards (P, G) -> advantages (P, G).
     std is unbiased (divisor G − 1), as in the releases. A group with std ≤ 1e-6 gets A = 0 exactly."""
+    # BEGIN SOLUTION ex01
     mean = rewards.mean(dim=1, keepdim=True)
     std = rewards.std(dim=1, keepdim=True)  # unbiased
     return torch.where(std > 1e-6, (rewards - mean) / (std + eps), torch.zeros_like(rewards))
+    # END SOLUTION
 
 
 def similarity(q: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
     """Eqs. 5–6. q (P, G, T, C), adv (P, G) -> Sim (P, G, T): mean cosine to the same group's j with A_i·A_j ≤ 0.
     cos(i, i) := 0 (i counts in its own set iff A_i = 0); an empty set gives Sim := 1."""
+    # BEGIN SOLUTION ex05
     q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     cos = torch.einsum("pitc,pjtc->pijt", q, q)  # (P, G, G, T)
     cos = cos * (1 - torch.eye(q.shape[1], dtype=q.dtype, device=q.device))[..., None]  # cos(i, i) := 0
     opp = (adv[:, :, None] * adv[:, None, :] <= 0).to(q.dtype)  # (P, G, G)
     num, den = (cos * opp[..., None]).sum(2), opp.sum(2)[..., None]  # (P, G, T), (P, G, 1)
     return torch.where(den > 0, num / den.clamp_min(1), torch.ones_like(num))
+    # END SOLUTION
 
 
 def advantage_mask(sim: torch.Tensor) -> torch.Tensor:
     """Eq. 7: M = Norm(1 − Sim) = clip((1 − Sim)/2, 0, 1). (P, G, T) -> (P, G, T)."""
+    # BEGIN SOLUTION ex05
     return ((1 - sim) / 2).clamp(0, 1)
+    # END SOLUTION
 
 
 def kl_weight(sim: torch.Tensor, a: float = 0.5, b: float = 0.5) -> torch.Tensor:
@@ -219,29 +227,36 @@ def kl_weight(sim: torch.Tensor, a: float = 0.5, b: float = 0.5) -> torch.Tensor
 def masked_advantages(adv: torch.Tensor, mask: torch.Tensor, release: bool = False) -> torch.Tensor:
     """Eq. 8: Ã = M·A. adv (P, G), mask (P, G, T) -> (P, G, T). release: Ã = M·A·G·T / (Σ_group M + 1e-6), whose
     token mean over a group is the release's Σ M·A / (ΣM + 1e-6)."""
+    # BEGIN SOLUTION ex05
     a = adv[..., None] * mask
     return a * mask[0].numel() / (mask.sum(dim=(1, 2), keepdim=True) + 1e-6) if release else a
+    # END SOLUTION
 
 
 def entropy_reward(rewards, h_pol, h_ref, lam: float = 0.4, centred: bool = False) -> torch.Tensor:
     """Eqs. 11–12: R' = R + λ·1[R = max_g R]·R_ent, R_ent = 1/(1 + (H_ref − H_θ)²); ties all count. All (P, G).
     centred (release): R_ent minus its mean over the group's top samples."""
+    # BEGIN SOLUTION ex06
     top = (rewards == rewards.max(dim=1, keepdim=True).values).to(rewards.dtype)
     r_ent = 1 / (1 + (h_ref - h_pol) ** 2)
     if centred:
         r_ent = r_ent - (r_ent * top).sum(1, keepdim=True) / top.sum(1, keepdim=True)
     return rewards + lam * top * r_ent
+    # END SOLUTION
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """k3 estimator of KL(π_θ ‖ π_ref) per token: exp(Δ) − Δ − 1 with Δ = log π_ref − log π_θ. (B, T), ≥ 0."""
+    # BEGIN SOLUTION ex02
     delta = ref_logp - logp
     return torch.exp(delta) - delta - 1
+    # END SOLUTION
 
 
 def grpo_loss(logp, old_logp, ref_logp, adv, clip_eps: float, beta: float, kl_w=None):
     """Eq. 3 (token mean of the clipped surrogate plus β·k3).
     logp, old_logp, ref_logp (B, T) (ref_logp None when β = 0); adv (B,) or Ã (B, T); kl_w β'/β (B, T) or None."""
+    # BEGIN SOLUTION ex03
     ratio = torch.exp(logp - old_logp)  # (B, T); ≡ 1 on-policy
     a = adv if adv.dim() == 2 else adv[:, None]
     pg = torch.maximum(-a * ratio, -a * ratio.clamp(1 - clip_eps, 1 + clip_eps))  # (B, T)
@@ -255,6 +270,7 @@ def grpo_loss(logp, old_logp, ref_logp, adv, clip_eps: float, beta: float, kl_w=
         clipfrac = ((ratio - 1).abs() > clip_eps).float().mean()
     return per_token.mean(), {"kl": kl.mean().detach(), "kl_weighted": kl_weighted.mean().detach(),
                               "clipfrac": clipfrac}
+    # END SOLUTION
 
 
 # ---------------------------------------------------------------------------------------------------

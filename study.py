@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import tyro
 
+from common.geneval import TAGS
+
 
 @dataclass(frozen=True)
 class Study:
@@ -145,8 +147,8 @@ def report(args: Args, study: Study, seeds: int):
             for c in study.configs}
     runs = {c: [rows for rows in rs if rows and finished_rows(rows, num_steps(study.configs[c]))]
             for c, rs in runs.items()}
-    tags = sorted({k[5:] for rs in runs.values() for rows in rs for r in rows for k in r
-                   if k.startswith("eval/") and k != "eval/overall"})
+    seen = {k[5:] for rs in runs.values() for rows in rs for r in rows for k in r if k.startswith("eval/")}
+    tags = [t for t in TAGS if t in seen]
     lines = [f"# Study `{args.study}`", "", study.doc + ".", "",
              f"Reproduce: `python study.py --study {args.study}` (one thread per run, {args.jobs} at a time).", "",
              "Held-out strict GenEval on the toy's 55 held-out prompts; mean ± standard error over seeds (n seeds).", "",
@@ -170,7 +172,32 @@ def report(args: Args, study: Study, seeds: int):
         f.write("\n".join(lines))
     print("\n".join(lines))
     plot_curves(runs, os.path.join(out, "curves.png"))
+    grids(args, list(runs), os.path.join(out, "grids.png"))
     print(f"report: {out}/")
+
+
+def grids(args: Args, configs: list[str], path: str, width: int = 300):
+    """Seed 0's held-out grids before | after, one row per configuration, each grid scaled to `width` pixels."""
+    from PIL import Image, ImageDraw
+
+    rows = []
+    for c in configs:
+        pair = [os.path.join(run_dir(args, c, 0), f"eval_{t}.png") for t in ("before", "after")]
+        if all(os.path.isfile(p) for p in pair):
+            ims = [Image.open(p).convert("RGB") for p in pair]
+            ims = [im.resize((width, max(1, round(im.height * width / im.width)))) for im in ims]
+            row = Image.new("RGB", (2 * width, max(im.height for im in ims) + 14), "white")
+            for i, im in enumerate(ims):
+                row.paste(im, (i * width, 14))
+            ImageDraw.Draw(row).text((4, 1), f"{c}: before | after (seed 0)", fill="black")
+            rows.append(row)
+    if rows:
+        sheet = Image.new("RGB", (2 * width, sum(r.height for r in rows)), "white")
+        y = 0
+        for r in rows:
+            sheet.paste(r, (0, y))
+            y += r.height
+        sheet.quantize(colors=64).save(path, optimize=True)  # small enough to commit
 
 
 def finished_rows(rows: list[dict], steps: int) -> bool:
@@ -222,6 +249,8 @@ if __name__ == "__main__":
     seeds = args.seeds or study.seeds
     todo = [(c, cmd, s) for s in range(seeds) for c, cmd in study.configs.items()
             if not finished(run_dir(args, c, s), num_steps(cmd))]
+    if not todo:
+        print(f"study {args.study}: all {len(study.configs) * seeds} runs are done")
     if not args.report_only and todo:
         print(f"study {args.study}: {len(todo)} of {len(study.configs) * seeds} runs to do, {args.jobs} at a time")
         with ThreadPoolExecutor(args.jobs) as pool:

@@ -68,6 +68,7 @@ RANGES: dict[str, tuple[Callable, str]] = {
     "top_k": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 = all tokens)"),
     "top_p": (lambda v: _num(v) and 0 < v <= 1, "a number in (0, 1] (1 = off)"),
     "eval_samples": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 = no evaluation)"),
+    "eval_every": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 = only before and after training)"),
     "image_every": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 = never)"),
     "save_every": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 = only at the end)"),
     "keep_last": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
@@ -196,7 +197,7 @@ class Run:
             self.order_gen.set_state(state["order_gen"])
         self.logger = Logger(self.dir, vars(args), enabled=self.master, resume_step=self.start_step,
                              wandb_project=args.wandb_project if args.track else None)
-        self.before, self.stop_signal = None, []
+        self.before, self.after, self.stop_signal = None, None, []
         signal.signal(signal.SIGTERM, self._on_signal)  # schedulers' preemption or Ctrl-C: finish the step, save,
         signal.signal(signal.SIGINT, self._on_signal)  # exit cleanly
         if self.master:
@@ -236,15 +237,20 @@ class Run:
         return torch.cat(every)
 
     def log(self, step: int, metrics: dict, images=None, rewards=None, texts=None) -> dict:
-        """Average the scalar `metrics` over the ranks, add the peak memory and log them (rank 0 writes). Every
-        --image-every steps, also a grid of rank 0's rollouts `images` captioned with their rewards and prompts.
-        -> the logged metrics."""
+        """Average the scalar `metrics` over the ranks, add the peak memory and log them (rank 0 writes). After the
+        last step and every --eval-every steps, the held-out evaluation joins the row as eval/<tag> and
+        eval/overall. Every --image-every steps, also a grid of rank 0's rollouts `images` captioned with their
+        rewards and prompts. -> the logged metrics."""
         if self.ddp:
             vec = torch.tensor(list(metrics.values()), device=self.device)
             dist.all_reduce(vec, op=dist.ReduceOp.SUM)
             metrics = {k: v / self.world_size for k, v in zip(metrics, vec.tolist())}  # images/s: already global
         metrics["perf/peak_mem_gb"] = (torch.cuda.max_memory_allocated() if self.device.type == "cuda" else
                                        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**30
+        every = getattr(self.args, "eval_every", 0)
+        if step == self.args.num_steps or (every and step % every == 0):  # held-out score in the step's row
+            summary = self.evaluate("after" if step == self.args.num_steps else f"step {step}")
+            metrics.update({f"eval/{k}": v for k, v in (summary or {}).items()})
         self.logger.log(step, metrics)
         if self.master and images is not None and self.args.image_every and step % self.args.image_every == 0:
             caps = [f"{r:.2f} {t}" for r, t in zip(rewards.tolist(), texts)]
@@ -270,7 +276,8 @@ class Run:
 
     def evaluate(self, tag: str) -> dict | None:
         """Strict GenEval on the held-out prompts (every rank samples and scores its share); rank 0 prints the
-        summary and saves eval_<tag>.png. None without held-out prompts, and for "before" when resuming."""
+        summary, saves eval_<tag>.png for "before" and "after", and logs "before" as the row of step 0.
+        None without held-out prompts, and for "before" when resuming."""
         if not self.eval_prompts or (tag == "before" and self.args.resume):
             return None
         a = self.args
@@ -279,15 +286,20 @@ class Run:
                 self.bk, self.eval_prompts, self.judge, a.eval_samples, cfg_scale=a.cfg_scale,
                 temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, rank=self.rank, world_size=self.world_size)
         if self.master:
-            save_image_grid(images[:64], captions[:64], os.path.join(self.dir, f"eval_{tag}.png"))
+            if tag in ("before", "after"):
+                save_image_grid(images[:64], captions[:64], os.path.join(self.dir, f"eval_{tag}.png"))
             print(f"held-out strict GenEval ({tag}): " + " | ".join(f"{k} {v:.3f}" for k, v in summary.items()))
+        if tag == "after":
+            self.after = summary
         if tag == "before":
             self.before = summary
+            self.logger.log(0, {f"eval/{k}": v for k, v in summary.items()})
         return summary
 
     def finish(self):
         """After the last step: DDP's sanity check (every rank's parameters identical to rank 0's), the held-out
-        evaluation after training (printed next to the one before), then close the logs and the process group."""
+        score after training (evaluated with the last step's row) next to the one before, then close the logs and
+        the process group."""
         if self.ddp and self.args.dist != "fsdp2":
             flat = torch.cat([p.detach().flatten() for p in self.bk.policy.parameters()])
             flat0 = flat.clone()
@@ -296,10 +308,9 @@ class Run:
                 fail(f"rank {self.rank} parameters differ from rank 0")
             if self.master:
                 print(f"parameters identical on all {self.world_size} ranks")
-        after = self.evaluate("after")
-        if self.master and self.before is not None:
+        if self.master and self.before is not None and self.after is not None:
             print(f"held-out strict GenEval overall: before {self.before['overall']:.3f} -> after "
-                  f"{after['overall']:.3f}")
+                  f"{self.after['overall']:.3f}")
         self.close()
 
     def close(self):

@@ -43,6 +43,7 @@ def log_probs(
     """(..., V) raw conditional (and unconditional) logits -> (..., V) log-probabilities of the
     distribution tokens are drawn from. Removed tokens get -inf. temperature == 0 means greedy
     (a point mass on the argmax)."""
+    # BEGIN SOLUTION ex04
     logits = logits_c.float()
     if logits_u is not None and cfg_scale != 1.0:
         logits = logits_u.float() + cfg_scale * (logits - logits_u.float())
@@ -61,6 +62,7 @@ def log_probs(
         remove[..., 0] = False
         logits = logits.masked_fill(remove.scatter(-1, idx, remove), float("-inf"))
     return F.log_softmax(logits, dim=-1)
+    # END SOLUTION
 
 
 def entropy(logp: torch.Tensor) -> torch.Tensor:
