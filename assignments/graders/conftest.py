@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -22,6 +23,8 @@ if sys.path[:1] != [TREE]:
     sys.path.insert(0, TREE)
 
 _records: list[dict] = []
+TIMED_OUT = re.compile(r"Timeout \(?>\d")
+TOO_SLOW = "took longer than the time limit (an endless loop, or a Python loop over every element?)"
 
 
 def pytest_configure(config):
@@ -71,8 +74,8 @@ def _feedback(call) -> str:
     v = e.value
     if isinstance(v, NotImplementedError):
         return f"not implemented yet ({v})"
-    if e.typename == "Failed" and "Timeout" in str(v):
-        return f"took longer than the time limit (an endless loop, or a Python loop over every element?)"
+    if e.typename == "Failed" and TIMED_OUT.search(str(v)):
+        return TOO_SLOW
     if isinstance(v, AssertionError):
         text = str(v).split("\nassert ")[0].strip() or "assertion failed"
         return " ".join(text.split("\n")[:3])
@@ -91,7 +94,7 @@ def pytest_runtest_makereport(item, call):
         marker = item.get_closest_marker("points")
         points = float(marker.args[0]) if marker else 0.0
         module = item.module.__name__.rpartition(".")[2]
-        exercise = module.split("_")[1] if module.startswith("test_ex") else module
+        exercise = module[7:9] if module.startswith("test_ex") else module
         doc = (item.function.__doc__ or item.name).strip().splitlines()[0]
         c = getattr(item, "_credit", None)
         if rep.passed:
@@ -99,8 +102,8 @@ def pytest_runtest_makereport(item, call):
             feedback = c.feedback if c is not None else ""
         else:
             frac, feedback = 0.0, _feedback(call)
-            if "Timeout" in (rep.longreprtext or "") and "Timeout" not in feedback:
-                feedback = "took longer than the time limit (an endless loop, or a Python loop over every element?)"
+            if TIMED_OUT.search(rep.longreprtext or ""):  # pytest-timeout: "Timeout (>30.0s)"
+                feedback = TOO_SLOW
         rec = {"exercise": exercise, "test": item.name, "name": doc, "points": points,
                "score": round(points * frac, 4), "feedback": feedback, "duration": round(rep.duration, 2)}
         _records[:] = [r for r in _records if r["test"] != item.name or r["exercise"] != exercise] + [rec]
@@ -152,3 +155,21 @@ def exact_k3(monkeypatch):
         return module
 
     return patch
+
+
+@pytest.fixture
+def tree_import():
+    """load(name): import a module of the graded tree."""
+    return load
+
+
+@pytest.fixture
+def outcome():
+    """The KIT's assignments/outcome.py (its command and tiers), not the graded tree's copy."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "outcome.py")
+    spec = importlib.util.spec_from_file_location("assignments_kit_outcome", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
