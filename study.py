@@ -185,11 +185,12 @@ def grids(args: Args, configs: list[str], path: str, width: int = 300):
         pair = [os.path.join(run_dir(args, c, 0), f"eval_{t}.png") for t in ("before", "after")]
         if all(os.path.isfile(p) for p in pair):
             ims = [Image.open(p).convert("RGB") for p in pair]
+            ims = [im.crop((0, 0, im.width, im.height // 4)) for im in ims]  # the first rows of each grid
             ims = [im.resize((width, max(1, round(im.height * width / im.width)))) for im in ims]
             row = Image.new("RGB", (2 * width, max(im.height for im in ims) + 14), "white")
             for i, im in enumerate(ims):
                 row.paste(im, (i * width, 14))
-            ImageDraw.Draw(row).text((4, 1), f"{c}: before | after (seed 0)", fill="black")
+            ImageDraw.Draw(row).text((4, 1), f"{c}: before | after (seed 0, first prompts)", fill="black")
             rows.append(row)
     if rows:
         sheet = Image.new("RGB", (2 * width, sum(r.height for r in rows)), "white")
@@ -212,21 +213,32 @@ def last_eval(rows: list[dict]) -> dict:
     return max((r for r in rows if "eval/overall" in r), key=lambda r: r["step"])
 
 
+def smooth(rows: list[dict], key: str, window: int) -> dict[int, float]:
+    """{step: mean of `key` over the last `window` logged steps}; every script logs the GenEval reward it trains
+    on as charts/reward_mean, except AR-GRPO (a weighted sum of rewards), whose GenEval part is rewards/geneval."""
+    if key == "rewards/geneval" and not any(key in r for r in rows):
+        key = "charts/reward_mean"
+    points = [(r["step"], r[key]) for r in rows if key in r]
+    return {s: sum(v for _, v in points[max(0, i - window + 1) : i + 1]) / len(points[max(0, i - window + 1) : i + 1])
+            for i, (s, _) in enumerate(points)}
+
+
 def plot_curves(runs: dict[str, list[list[dict]]], path: str):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [("charts/reward_mean", "training reward"), ("losses/kl", "KL (k3)"), ("losses/entropy", "entropy"),
-            ("eval/overall", "held-out strict GenEval")]
+    keys = [("rewards/geneval", "training GenEval reward (rollouts)"), ("losses/kl", "KL (k3), 5-step mean"),
+            ("losses/entropy", "entropy, 5-step mean"), ("eval/overall", "held-out strict GenEval")]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4))
     for ax, (key, title) in zip(axes, keys):
         for c, rs in runs.items():
-            steps = sorted({r["step"] for rows in rs for r in rows if key in r})
+            series = [smooth(rows, key, 1 if key.startswith("eval/") else 5) for rows in rs]  # per seed
+            steps = sorted(set.intersection(*(set(x) for x in series))) if series else []
             if not steps:
                 continue
-            stats = [mean_se([r[key] for rows in rs for r in rows if r["step"] == s and key in r]) for s in steps]
+            stats = [mean_se([x[s] for x in series]) for s in steps]
             m = [x for x, _ in stats]
             se = [0.0 if math.isnan(e) else e for _, e in stats]
             ax.plot(steps, m, label=c, lw=1.2)
