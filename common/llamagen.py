@@ -660,16 +660,3 @@ def official_files(name: str, weights_dir: str | None = None) -> dict[str, str]:
     if ck.task == "t2i":
         return {**files, "t5": os.path.join(folder, T5_DIR)}
     return {**files, "class_names": names_path}
-
-
-def read_class_names(path: str) -> list[str]:
-    """Class names in class-index order: a .txt with one name per line (ImageNet names contain commas,
-    e.g. "tench, Tinca tinca"), or a .json list of names / dict {index: name or [wnid, name]}."""
-    if path.endswith(".json"):
-        with open(path) as f:
-            data = json.load(f)
-        if isinstance(data, dict):
-            data = [data[k] for k in sorted(data, key=int)]
-        return [v[-1] if isinstance(v, list) else v for v in data]
-    with open(path) as f:
-        return [line.strip() for line in f if line.strip()]

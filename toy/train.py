@@ -8,8 +8,8 @@ Two stages, both on the procedural world of toy/world.py:
    captions replaced by the learned null caption so classifier-free guidance works.
 
     python -m toy.train --device cuda          # how the shipped weights were made (about 2 minutes on one H100)
-    python -m toy.train --out-dir /tmp/toy     # the same recipe on the CPU: about 40 minutes on 2 cores, not
-                                               # bit-identical; then: python evaluate.py --model /tmp/toy
+    python -m toy.train --out-dir runs/toy     # the same recipe on the CPU: about 40 minutes on 2 cores, not
+                                               # bit-identical; then: python evaluate.py --model runs/toy
 
 It ends by printing the tokenizer round-trip detector accuracy and the held-out strict GenEval score.
 """
