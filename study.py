@@ -149,29 +149,38 @@ def report(args: Args, study: Study, seeds: int):
             for c, rs in runs.items()}
     seen = {k[5:] for rs in runs.values() for rows in rs for r in rows for k in r if k.startswith("eval/")}
     tags = [t for t in TAGS if t in seen]
+    quality = ["quality before", "quality after"] if "quality" in seen else []
     lines = [f"# Study `{args.study}`", "", study.doc + ".", "",
              f"Reproduce: `python study.py --study {args.study}` (one thread per run, {args.jobs} at a time).", "",
-             "Held-out strict GenEval on the toy's 55 held-out prompts; mean ± standard error over seeds (n seeds).", "",
-             "| configuration | before | after | change | " + " | ".join(tags) + " | wall min | step s |",
-             "|" + "---|" * (6 + len(tags))]
+             "Held-out strict GenEval on the toy's 55 held-out prompts; mean ± standard error over seeds (n seeds). "
+             "`peak`: each run's best held-out score at any evaluation (step 0 included)"
+             + ("; `quality`: the toy's palette cleanliness of the held-out samples (1 = clean renders)." if quality
+                else "."), "",
+             "| configuration | before | after | change | peak | " + " | ".join(tags + quality) +
+             " | wall min | step s |",
+             "|" + "---|" * (7 + len(tags) + len(quality))]
     for c, rs in runs.items():
         before = [first_eval(rows)["eval/overall"] for rows in rs]
         after = [last_eval(rows)["eval/overall"] for rows in rs]
         change = [a - b for a, b in zip(after, before)]
+        peak = [max(r["eval/overall"] for r in rows if "eval/overall" in r) for rows in rs]
         per_tag = [fmt([last_eval(rows)[f"eval/{t}"] for rows in rs if f"eval/{t}" in last_eval(rows)]) for t in tags]
+        if quality:
+            per_tag += [fmt([pick(rows)["eval/quality"] for rows in rs if "eval/quality" in pick(rows)])
+                        for pick in (first_eval, last_eval)]
         walls = [sum(r["wall_s"] for r in read_rows(os.path.join(run_dir(args, c, s), "wall.json"))) / 60
                  for s in range(seeds) if os.path.isfile(os.path.join(run_dir(args, c, s), "wall.json"))]
         step_s = [sum(r.get("perf/sample_s", 0) + r.get("perf/reward_s", 0) + r.get("perf/update_s", 0)
                       for r in rows if "perf/update_s" in r) / max(1, sum("perf/update_s" in r for r in rows))
                   for rows in rs]
-        lines.append(f"| `{c}` | {fmt(before)} | {fmt(after)} | {fmt(change)} | " + " | ".join(per_tag) +
+        lines.append(f"| `{c}` | {fmt(before)} | {fmt(after)} | {fmt(change)} | {fmt(peak)} | " + " | ".join(per_tag) +
                      f" | {fmt(walls, 1)} | {fmt(step_s, 2)} |")
     lines += ["", "Commands (seed S): " + "; ".join(f"`{c}`: `python {' '.join(cmd)} --seed S`"
                                                   for c, cmd in study.configs.items()), ""]
     with open(os.path.join(out, "README.md"), "w") as f:
         f.write("\n".join(lines))
     print("\n".join(lines))
-    plot_curves(runs, os.path.join(out, "curves.png"))
+    plot_curves(runs, os.path.join(out, "curves.png"), with_quality=bool(quality))
     grids(args, list(runs), os.path.join(out, "grids.png"))
     print(f"report: {out}/")
 
@@ -223,7 +232,7 @@ def smooth(rows: list[dict], key: str, window: int) -> dict[int, float]:
             for i, (s, _) in enumerate(points)}
 
 
-def plot_curves(runs: dict[str, list[list[dict]]], path: str):
+def plot_curves(runs: dict[str, list[list[dict]]], path: str, with_quality: bool = False):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -231,6 +240,7 @@ def plot_curves(runs: dict[str, list[list[dict]]], path: str):
 
     keys = [("rewards/geneval", "training GenEval reward (rollouts)"), ("losses/kl", "KL (k3), 5-step mean"),
             ("losses/entropy", "entropy, 5-step mean"), ("eval/overall", "held-out strict GenEval")]
+    keys += [("eval/quality", "held-out image quality (palette)")] if with_quality else []
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4))
     for ax, (key, title) in zip(axes, keys):
         for c, rs in runs.items():

@@ -125,6 +125,7 @@ for _factory, _detector in ((make_geneval, "shapeworld"), (make_geneval_strict, 
 
 
 STRICT_REWARDS = {"shapeworld": "geneval_strict", "coco": "geneval_coco_strict"}  # the evaluation's rules as rewards
+QUALITY_REWARDS = {"shapeworld": "shapeworld_quality"}  # a cheap no-reference quality score logged beside the verdicts
 
 
 class GenEvalJudge:
@@ -135,7 +136,7 @@ class GenEvalJudge:
     def __init__(self, detector: str = "shapeworld"):
         if detector not in DETECTORS:
             raise ValueError(f"unknown GenEval detector {detector!r}; known: {', '.join(DETECTORS)}")
-        self.detector, self._rewards = detector, {}
+        self.detector, self._rewards, self._quality = detector, {}, {}
 
     def __repr__(self):
         return f"GenEvalJudge({self.detector!r})"
@@ -152,3 +153,16 @@ class GenEvalJudge:
         if device not in self._rewards:
             self._rewards[device] = GenEvalReward(strict=True, detector=self.detector, device=device)
         return self._rewards[device].evaluate(images, metadata)
+
+    def quality(self, images: torch.Tensor) -> torch.Tensor | None:
+        """A no-reference image-quality score per image (B,), the evaluation's `quality`: the toy's palette
+        cleanliness (toy/quality.py) with the ShapeWorld detector; None with real images (evaluate.py's `prefs`
+        suite scores those with HPS/CLIP/MANIQA)."""
+        if self.detector not in QUALITY_REWARDS:
+            return None
+        from rewards import get_reward
+
+        device = str(images.device)
+        if device not in self._quality:
+            self._quality[device] = get_reward(QUALITY_REWARDS[self.detector], device=device)
+        return self._quality[device](images).float().cpu()

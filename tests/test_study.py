@@ -19,9 +19,10 @@ def test_tiny_study_runs_reports_and_skips_finished_runs(tmp_path):
     assert "2 of 2 runs to do" in p.stdout
     report = tmp_path / "docs" / "tiny"
     table = (report / "README.md").read_text()
+    assert "| peak |" in table and "| quality before | quality after |" in table
     for config in ("grpo_vanilla", "stage"):
         row = next(line for line in table.splitlines() if line.startswith(f"| `{config}`"))
-        assert row.count("(n=1)") == 11, row  # before, after, change, 6 tags, wall, step time
+        assert row.count("(n=1)") == 14, row  # before, after, change, peak, 6 tags, quality before/after, wall, step
         rows = (tmp_path / "runs" / "tiny" / f"{config}_s0" / "metrics.jsonl").read_text().splitlines()
         assert [r.split(",")[0] for r in rows] == ['{"step": 0', '{"step": 1', '{"step": 2']  # eval at 0, 1, 2
     assert (report / "curves.png").stat().st_size > 1000 and (report / "grids.png").stat().st_size > 1000
