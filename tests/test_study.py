@@ -30,3 +30,10 @@ def test_tiny_study_runs_reports_and_skips_finished_runs(tmp_path):
     assert p.returncode == 0 and "all 2 runs are done" in p.stdout, p.stderr[-2000:]
     p = subprocess.run(cmd[:3] + ["nope"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode != 0 and p.stderr.strip() == "error: --study 'nope': unknown; known: standard, stress, search, tiny"
+
+
+def test_help_lists_the_studies():
+    p = subprocess.run([sys.executable, "study.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0
+    for name in ("standard (6 configurations x 5 seeds)", "stress (8 configurations x 3 seeds)", "search", "tiny"):
+        assert f"  {name}" in p.stdout, name
