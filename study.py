@@ -282,7 +282,9 @@ if __name__ == "__main__":
         print(f"study {args.study}: all {len(study.configs) * seeds} runs are done")
     if not args.report_only and todo:
         print(f"study {args.study}: {len(todo)} of {len(study.configs) * seeds} runs to do, {args.jobs} at a time")
+        t0 = time.time()
         with ThreadPoolExecutor(args.jobs) as pool:
             for config, seed, wall in pool.map(lambda t: launch(args, *t), todo):
-                print(f"done {config} seed {seed} ({wall / 60:.1f} min)")
+                print(f"done {config} seed {seed} ({wall / 60:.1f} min)", flush=True)
+        print(f"study {args.study}: {len(todo)} runs in {(time.time() - t0) / 60:.1f} min of wall time")
     report(args, study, seeds)
