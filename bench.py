@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass
 
 import torch
-import tyro
 
+from common.cli import parse
 from common.models import load_model
 from common.prompts import load_prompts
 from common.sampling import cond_repeat, sample, score
@@ -55,7 +55,7 @@ def timed(fn, repeats, device):
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
+    args = parse(Args)
     torch.manual_seed(0)
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
     bk = load_model(args.model, args.device, dtype)

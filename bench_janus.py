@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import tyro
 
+from common.cli import parse
 from common.janus import JanusT2I, tiny_janus, tiny_tokenizer
 from common.sampling import sample
 
@@ -96,7 +96,7 @@ def timed(fns: dict, repeats: int, device: str) -> dict:
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
+    args = parse(Args)
     assert args.cfg_scale > 1, "--cfg-scale must be > 1 (generate always doubles the batch for CFG)"
     torch.set_grad_enabled(False)
     bk = build(args)

@@ -19,6 +19,7 @@ from typing import Annotated
 
 import tyro
 
+from common.cli import parse
 from evals.cli import main, with_preset
 
 
@@ -79,4 +80,4 @@ class Args:
 
 
 if __name__ == "__main__":
-    main(with_preset(Args, tyro.cli(Args, description=__doc__)))
+    main(with_preset(Args, parse(Args, description=__doc__)))

@@ -26,8 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import tyro
-
+from common.cli import parse
 from common.geneval import TAGS
 
 
@@ -269,7 +268,7 @@ def plot_curves(runs: dict[str, list[list[dict]]], path: str, with_quality: bool
 if __name__ == "__main__":
     studies = "\n".join(f"  {name} ({len(st.configs)} configurations x {st.seeds} seeds): {st.doc}"
                         for name, st in STUDIES.items())
-    args = tyro.cli(Args, description=__doc__.split("\n\n")[0] + "\n\nStudies:\n" + studies)
+    args = parse(Args, description=__doc__.split("\n\n")[0] + "\n\nStudies:\n" + studies)
     if args.study not in STUDIES:
         sys.exit(f"error: --study {args.study!r}: unknown; known: {', '.join(STUDIES)}")
     if args.jobs < 1 or args.seeds < 0:

@@ -24,10 +24,10 @@ from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.distributed as dist
-import tyro
 from tqdm import tqdm
 
 from common import checkpoint, evaluation
+from common.cli import parse
 from common.distributed import gathered
 from common.models import MODELS
 from common.prompts import load_prompts
@@ -105,9 +105,9 @@ def run_dir(args) -> str:
 def cli(args_cls, presets: dict | None = None):
     """The command line parsed into `args_cls` and checked (see the module docstring); fails in one line.
     args.resume comes back resolved to the checkpoint's step directory."""
-    args = tyro.cli(args_cls)
+    args = parse(args_cls)
     if presets and args.preset != "toy":  # parse again with the preset's values as defaults, so explicit flags win
-        args = tyro.cli(args_cls, default=replace(args_cls(), **presets[args.preset]))
+        args = parse(args_cls, default=replace(args_cls(), **presets[args.preset]))
     if problem := check_args(args):
         fail(problem)
     if args.model not in MODELS and not os.path.isdir(args.model):

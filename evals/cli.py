@@ -25,7 +25,7 @@ def fail(msg: str):
 
 def with_preset(args_cls, args):
     """Parse again with the preset's values as defaults, so flags given explicitly still win."""
-    import tyro
+    from common.cli import parse
 
     if not args.preset:
         return args
@@ -33,7 +33,7 @@ def with_preset(args_cls, args):
         values = evals.preset(args.preset)
     except ValueError as e:
         fail(str(e))
-    return tyro.cli(args_cls, default=dataclasses.replace(args_cls(), **values))
+    return parse(args_cls, default=dataclasses.replace(args_cls(), **values))
 
 
 def _slug(text: str) -> str:

@@ -136,3 +136,38 @@ def test_full_disk_mid_run_is_one_line(tmp_path, monkeypatch):
     p = subprocess.run([sys.executable, "-c", snippet.replace("errno.ENOSPC", "errno.ENOENT"), str(tmp_path)],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "Traceback" in p.stderr  # other errors keep their traceback
+
+
+PARSE_ERRORS = [  # tyro's boxed parse errors become one line naming the flag (common/cli.py)
+    (["grpo_vanilla.py", "--lr", "x"], "error: Error parsing --lr: could not convert string to float: 'x'"),
+    (["stage.py", "--preset", "geneval", "--lrr", "1"], "error: Unrecognized options: --lrr, 1; perhaps --lr"),
+    (["gcpo.py", "--dtype", "float8"], "error: invalid choice 'float8' for argument '--dtype'"),
+    (["evaluate.py", "--nn", "3"], "perhaps --images-per-prompt, --n (see python evaluate.py --help)"),
+    (["study.py", "--study"], "error: Missing value for argument '--study'"),
+    (["-m", "toy.train", "--stepz", "3"], "(see python -m toy.train --help)"),
+]
+
+
+@pytest.mark.parametrize("argv, message", PARSE_ERRORS, ids=[" ".join(a) for a, _ in PARSE_ERRORS])
+def test_parse_errors_are_one_line(argv, message):
+    p = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": REPO})
+    assert p.returncode == 2 and p.stdout == "", p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and message in p.stderr, p.stderr
+
+
+def test_parse_error_panel_in_either_drawing():
+    """tyro draws its panel in unicode on a terminal and may fall back to ASCII rules: both read the same."""
+    from common.cli import one_line
+
+    unicode = ("╭─ Unrecognized options ─────────╮\n│ Unrecognized options: --lrr, 3 │\n│ ────────────── │\n"
+               "│ Perhaps you meant:             │\n│     --lr FLOAT                 │\n"
+               "│         learning rate --lr (default: 1.0) │\n│ ────────────── │\n"
+               "│ For full helptext, run x.py --help │\n╰────────────────╯\n")
+    ascii_ = (" Unrecognized options \n ---------------------- \n  Unrecognized options: --lrr, 3  \n  ---------\n"
+              "  Perhaps you meant:  \n      --lr FLOAT  \n          learning rate --lr (default: 1.0)  \n"
+              "  For full helptext, run x.py --help  \n")
+    for panel in (unicode, ascii_):
+        assert one_line(panel, "python x.py") == \
+            "error: Unrecognized options: --lrr, 3; perhaps --lr (see python x.py --help)"
+    assert one_line("", "python x.py") == "error: cannot parse the command line (see python x.py --help)"

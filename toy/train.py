@@ -25,9 +25,9 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-import tyro
 from tqdm import tqdm
 
+from common.cli import parse
 from common.evaluation import geneval_eval
 from common.models import build_t2i
 from common.prompts import load_prompts
@@ -116,7 +116,7 @@ def roundtrip_accuracy(vq, metas, grid):
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
+    args = parse(Args)
     try:  # bad input stops here, in one line, before any training
         for k in ("vq_steps", "vq_batch", "num_scenes", "ar_steps", "ar_batch", "eval_samples"):
             if getattr(args, k) < 1:
