@@ -54,13 +54,15 @@ STUDIES: dict[str, Study] = {
         {"grpo_vanilla": ["grpo_vanilla.py", *STRESS],
          "stage": ["stage.py", *STRESS],
          "stage_release": ["stage.py", "--release-mask-normalisation", "--release-entropy-centring", *STRESS],
-         "stage_no_reweight": ["stage.py", "--no-reweight", *STRESS],
-         "stage_no_kl_reweight": ["stage.py", "--no-kl-reweight", *STRESS],
-         "stage_no_entropy": ["stage.py", "--no-entropy-reward", *STRESS],
+         # Table 4's ablations (docs/stage.md); its "w/o Ent (Baseline)" row is grpo_vanilla above
+         "stage_wo_reweight": ["stage.py", "--no-reweight", "--no-kl-reweight", *STRESS],
+         "stage_wo_kl": ["stage.py", "--no-reweight", "--no-kl-reweight", "--wo-kl", *STRESS],
+         "stage_wo_ent_kl": ["stage.py", "--no-reweight", "--no-kl-reweight", "--no-entropy-reward", "--wo-kl",
+                             *STRESS],
          "gcpo": ["gcpo.py", *STRESS],
          "ar_grpo": ["ar_grpo.py", *STRESS]},
         seeds=3, doc="long runs with a large learning rate and weak KL (300 steps, lr 2e-4, beta 0.001): vanilla, "
-                     "STAGE (paper, release flags, Table-4 ablations), GCPO and AR-GRPO"),
+                     "STAGE (paper, release flags, Table 4's ablations), GCPO and AR-GRPO"),
     "search": Study(  # issue #17's question: do other defaults raise the main job's held-out score by >= 0.20?
         {"grpo_vanilla_lr1e-4": ["grpo_vanilla.py", "--lr", "1e-4", "--num-steps", "150", *EVAL],
          "grpo_vanilla_200steps": ["grpo_vanilla.py", "--num-steps", "200", *EVAL]},
