@@ -159,12 +159,13 @@ def report(args: Args, study: Study, seeds: int):
     lines = [f"# Study `{args.study}`", "", study.doc + ".", "",
              f"Reproduce: `python study.py --study {args.study}` (one thread per run, {args.jobs} at a time).", "",
              "Held-out strict GenEval on the toy's 55 held-out prompts; mean ± standard error over seeds (n seeds). "
-             "`peak`: each run's best held-out score at any evaluation (step 0 included)"
+             "`peak`: each run's best held-out score at any evaluation (step 0 included); KL (k3 to the reference) "
+             "and entropy (of the policy's next-token distribution along the sampled images): each run's mean over its last 25 steps"
              + ("; `quality`: the toy's palette cleanliness of the held-out samples (1 = clean renders)." if quality
                 else "."), "",
              "| configuration | before | after | change | peak | " + " | ".join(tags + quality) +
-             " | wall min | step s |",
-             "|" + "---|" * (7 + len(tags) + len(quality))]
+             " | KL, last 25 steps | entropy, last 25 steps | wall min | step s |",
+             "|" + "---|" * (9 + len(tags) + len(quality))]
     for c, rs in runs.items():
         before = [first_eval(rows)["eval/overall"] for rows in rs]
         after = [last_eval(rows)["eval/overall"] for rows in rs]
@@ -180,7 +181,8 @@ def report(args: Args, study: Study, seeds: int):
                       for r in rows if "perf/update_s" in r) / max(1, sum("perf/update_s" in r for r in rows))
                   for rows in rs]
         lines.append(f"| `{c}` | {fmt(before)} | {fmt(after)} | {fmt(change)} | {fmt(peak)} | " + " | ".join(per_tag) +
-                     f" | {fmt(walls, 1)} | {fmt(step_s, 2)} |")
+                     f" | {fmt(late(rs, 'losses/kl'))} | {fmt(late(rs, 'losses/entropy'), 2)} | {fmt(walls, 1)} |"
+                     f" {fmt(step_s, 2)} |")
     lines += ["", "Commands (seed S): " + "; ".join(f"`{c}`: `python {' '.join(cmd)} --seed S`"
                                                   for c, cmd in study.configs.items()), ""]
     with open(os.path.join(out, "README.md"), "w") as f:
@@ -218,6 +220,12 @@ def grids(args: Args, configs: list[str], path: str, width: int = 300):
 
 def finished_rows(rows: list[dict], steps: int) -> bool:
     return any(r.get("step") == steps and "eval/overall" in r for r in rows)
+
+
+def late(rs: list[list[dict]], key: str, window: int = 25) -> list[float]:
+    """Per run, the mean of `key` over its last `window` logged steps (where the run has drifted to)."""
+    values = [[r[key] for r in rows if key in r][-window:] for rows in rs]
+    return [sum(v) / len(v) for v in values if v]
 
 
 def first_eval(rows: list[dict]) -> dict:

@@ -22,7 +22,7 @@ def test_tiny_study_runs_reports_and_skips_finished_runs(tmp_path):
     assert "| peak |" in table and "| quality before | quality after |" in table
     for config in ("grpo_vanilla", "stage"):
         row = next(line for line in table.splitlines() if line.startswith(f"| `{config}`"))
-        assert row.count("(n=1)") == 14, row  # before, after, change, peak, 6 tags, quality before/after, wall, step
+        assert row.count("(n=1)") == 16, row  # before, after, change, peak, 6 tags, quality x2, KL, entropy, wall, step
         rows = (tmp_path / "runs" / "tiny" / f"{config}_s0" / "metrics.jsonl").read_text().splitlines()
         assert [r.split(",")[0] for r in rows] == ['{"step": 0', '{"step": 1', '{"step": 2']  # eval at 0, 1, 2
     assert (report / "curves.png").stat().st_size > 1000 and (report / "grids.png").stat().st_size > 1000
