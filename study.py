@@ -109,7 +109,7 @@ def num_steps(cmd: list[str]) -> int:
 
 
 def finished(directory: str, steps: int) -> bool:
-    return any(r.get("step") == steps and "eval/overall" in r for r in read_rows(os.path.join(directory, "metrics.jsonl")))
+    return finished_rows(read_rows(os.path.join(directory, "metrics.jsonl")), steps)
 
 
 def launch(args: Args, config: str, cmd: list[str], seed: int) -> tuple[str, int, float]:
@@ -160,7 +160,8 @@ def report(args: Args, study: Study, seeds: int):
              f"Reproduce: `python study.py --study {args.study}` (one thread per run, {args.jobs} at a time).", "",
              "Held-out strict GenEval on the toy's 55 held-out prompts; mean ± standard error over seeds (n seeds). "
              "`peak`: each run's best held-out score at any evaluation (step 0 included); KL (k3 to the reference) "
-             "and entropy (of the policy's next-token distribution along the sampled images): each run's mean over its last 25 steps"
+             "and entropy (of the policy's next-token distribution along the sampled images): each run's mean over "
+             "its last 25 steps"
              + ("; `quality`: the toy's palette cleanliness of the held-out samples (1 = clean renders)." if quality
                 else "."), "",
              "| configuration | before | after | change | peak | " + " | ".join(tags + quality) +

@@ -16,8 +16,12 @@ import tyro
 
 def one_line(panel: str, prog: str) -> str:
     """tyro's error panel -> `error: <message>[; perhaps --flag, ...] (see <prog> --help)`."""
-    rows = [line.strip().strip("│╭╮╰╯").rstrip() for line in panel.splitlines()]  # the frame off, the indent kept
-    rows = [(len(r) - len(r.lstrip()), r.strip().strip("─").strip()) for r in rows]
+    rows = []
+    for line in panel.splitlines():  # the frame off (unicode sides, or none in ASCII), the indent kept
+        line = line.rstrip().rstrip("│╮╯").rstrip()
+        if line.lstrip()[:1] in ("│", "╭", "╰"):
+            line = line.lstrip()[1:]
+        rows.append((len(line) - len(line.lstrip()), line.strip().strip("─").strip()))
     rows = [(indent, text) for indent, text in rows if text and not set(text) <= set("-─")]  # rules (unicode, ASCII)
     lines = [text for _, text in rows]
     message = lines[1] if len(lines) > 1 else (lines[0] if lines else "cannot parse the command line")

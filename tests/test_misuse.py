@@ -162,10 +162,10 @@ def test_parse_error_panel_in_either_drawing():
 
     unicode = ("╭─ Unrecognized options ─────────╮\n│ Unrecognized options: --lrr, 3 │\n│ ────────────── │\n"
                "│ Perhaps you meant:             │\n│     --lr FLOAT                 │\n"
-               "│         learning rate --lr (default: 1.0) │\n│ ────────────── │\n"
+               "│         --lr-schedule decays it (default: 1.0) │\n│ ────────────── │\n"
                "│ For full helptext, run x.py --help │\n╰────────────────╯\n")
     ascii_ = (" Unrecognized options \n ---------------------- \n  Unrecognized options: --lrr, 3  \n  ---------\n"
-              "  Perhaps you meant:  \n      --lr FLOAT  \n          learning rate --lr (default: 1.0)  \n"
+              "  Perhaps you meant:  \n      --lr FLOAT  \n          --lr-schedule decays it (default: 1.0)  \n"
               "  For full helptext, run x.py --help  \n")
     for panel in (unicode, ascii_):
         assert one_line(panel, "python x.py") == \
