@@ -176,3 +176,27 @@ def test_runner_keeps_exit_code_and_records_evaluation(rehearsal_env, tmp_path):
     ev = record["evals"]
     assert len(ev) == 2 and ev[0]["args"]["judge"] == "GenEvalJudge('shapeworld')" and ev[0]["n_metadata"] > 0
     assert "overall" in ev[0]["summary"]
+
+
+def test_prefs_suite_scores_every_metric(loaded_env, tiny, tmp_path):
+    """evaluate.py's prefs suite with every metric it offers (HPS, CLIP, MANIQA, the three Qwen judges), each built
+    by name through the environment as a user's evaluation builds it: one finite value per image and metric, and the
+    table's mean is the mean of the images' values."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from evals import runner
+    from evals.prefs import METRICS, Scorer, check
+
+    rows = [{"prompt": "a red cat"}, {"prompt": "a blue dog"}]
+    check(rows, SimpleNamespace(metrics=",".join(METRICS)))
+    scorer = Scorer(",".join(METRICS))
+    recs, _, _, _ = runner.run(tiny, rows, scorer, str(tmp_path), n=2, seed=0, progress=False)
+    assert len(recs) == 4
+    summary = scorer.summarize(recs, {})
+    for m in METRICS:
+        values = [r[m] for r in recs]
+        assert all(np.isfinite(values)), m
+        assert summary[m] == pytest.approx(np.mean(values), abs=1e-6), m
+    assert [r["qwen_label"] for r in recs] == [1.0] * 4  # the tiny judge replies {"score":1}
