@@ -270,8 +270,9 @@ def plot_curves(runs: dict[str, list[list[dict]]], path: str, with_quality: bool
             ax.fill_between(steps, [a - b for a, b in zip(m, se)], [a + b for a, b in zip(m, se)], alpha=0.2)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))  # the legend below the panels, clear of the curves
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 8) or 1, fontsize=8, frameon=False)
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
