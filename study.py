@@ -65,9 +65,11 @@ STUDIES: dict[str, Study] = {
                      "STAGE (paper, release flags, Table 4's ablations), GCPO and AR-GRPO"),
     "search": Study(  # issue #17's question: do other defaults raise the main job's held-out score by >= 0.20?
         {"grpo_vanilla_lr1e-4": ["grpo_vanilla.py", "--lr", "1e-4", "--num-steps", "150", *EVAL],
-         "grpo_vanilla_200steps": ["grpo_vanilla.py", "--num-steps", "200", *EVAL]},
-        seeds=3, doc="other defaults for the main job: twice the learning rate (150 steps), or twice the steps at the "
-                     "default learning rate (the held-out score every 25 steps gives every shorter budget too)"),
+         "grpo_vanilla_200steps": ["grpo_vanilla.py", "--num-steps", "200", *EVAL],
+         "grpo_vanilla_300steps": ["grpo_vanilla.py", "--num-steps", "300", *EVAL]},
+        seeds=3, doc="other defaults for the main job: twice the learning rate (150 steps), or two and three times the "
+                     "steps at the default learning rate (the held-out score every 25 steps gives every shorter budget "
+                     "too)"),
     "tiny": Study(  # the test's study: two runs of two steps on the tiny random model
         {"grpo_vanilla": ["grpo_vanilla.py", "--model", "tiny", "--num-steps", "2", "--prompts-per-step", "2",
                           "--group-size", "2", "--eval-every", "1", "--eval-samples", "1", "--image-every", "0"],
