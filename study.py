@@ -9,8 +9,9 @@ Every run is an ordinary command, `python <script> <flags> --seed S --exp-name <
 with OMP_NUM_THREADS=1, so the study is as reproducible as its runs (RL on the toy is chaotic: the same seed gives
 different figures on another CPU or thread count; compare seeds, not single runs). A finished run (its metrics hold
 the last step) is skipped; an interrupted one continues from its newest checkpoint (--resume). The report goes to
-docs/results/<study>/: README.md (the table: held-out strict GenEval before and after, mean ± standard error over
-seeds with n, per tag, wall time and step time), curves.png (training reward, KL, entropy and the held-out score
+docs/results/<study>/: README.md (the table: held-out strict GenEval before, after and at its peak, per tag, the
+toy's image quality before and after, KL and entropy over the last 25 steps, wall time and step time; mean ±
+standard error over seeds with n), curves.png (training reward, KL, entropy, the held-out score and image quality
 over steps: mean and a band of ± one standard error over seeds) and grids.png (seed 0's held-out grids before and
 after, one row per configuration).
 """

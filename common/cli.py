@@ -14,6 +14,7 @@ import sys
 
 import tyro
 
+
 def one_line(panel: str, prog: str) -> str:
     """tyro's error panel -> `error: <message>[; perhaps --flag, ...] (see <prog> --help)`."""
     rows = []

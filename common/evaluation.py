@@ -27,8 +27,9 @@ def geneval_eval(bk, metadata: list[dict], judge, n_per_prompt: int = 4, seed: i
     """`judge` scores the samples (see the module docstring).
     -> (summary {tag: accuracy, ..., "overall": mean over tags[, "quality": mean quality]}, images (n, 3, H, W),
     captions) where the summary covers every row of every rank and the images/captions are this rank's share
-    (rank 0: the first rows). Each row's random draws depend only on `seed` and its index, so before/after comparisons are paired
-    and the result does not depend on the world size. Collective under torch.distributed: call on every rank."""
+    (rank 0: the first rows). Each row's random draws depend only on `seed` and its index, so before/after
+    comparisons are paired and the result does not depend on the world size. Collective under torch.distributed:
+    call on every rank."""
     import torch.distributed as dist
 
     rows = [m for m in metadata for _ in range(n_per_prompt)]
