@@ -169,6 +169,36 @@ def test_resize_is_opencvs_fixed_point():
     assert resize_u8(img.expand(1, 1, 2, 3).repeat(1, 1, 2, 2), (2, 3)).shape == (1, 1, 2, 3)  # exact halving
 
 
+@pytest.fixture(scope="module")
+def converted_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("converted") / "geneval_mask2former"
+    conv.main([CKPT, "--out", str(out)])
+    return str(out)
+
+
+@SLOW
+def test_evaluate_detector_folder(converted_dir, monkeypatch, tmp_path):
+    """evaluate.py --benchmark geneval --detector DIR: COCO rules, the converted detector with its own pipeline."""
+    from types import SimpleNamespace
+
+    import rewards.geneval_color
+    from evals import geneval
+    from evals.cli import main
+    from evaluate import Args
+
+    coco = [{"tag": "single_object", "include": [{"class": "cat", "count": 1}], "prompt": "a photo of a cat"}]
+    geneval.check(coco, SimpleNamespace(detector=converted_dir))
+    with pytest.raises(ValueError, match="not one this detector knows"):  # the toy's classes
+        geneval.check([{"tag": "single_object", "include": [{"class": "square", "count": 1}], "prompt": "a square"}],
+                      SimpleNamespace(detector=converted_dir))
+    monkeypatch.setattr(rewards.geneval_color, "load_color_classifier", lambda device: "colours")
+    scorer = geneval.Scorer(converted_dir)
+    assert isinstance(scorer.reward.detect, Mask2FormerDetector) and scorer.reward.colors == "colours"
+    assert scorer.reward.detect.scale == (200, 128) and scorer.reward.detect.model.config.num_queries == 10
+    with pytest.raises(SystemExit, match="unknown GenEval detector 'no_such_dir'.*rewards.convert_mask2former"):
+        main(Args(detector="no_such_dir", device="cpu", progress=False, out=str(tmp_path)))
+
+
 @SLOW
 def test_converter_cli(tmp_path, capsys):
     out = tmp_path / "geneval_m2f"

@@ -155,9 +155,11 @@ def test_mask2former_postprocessing_follows_mmdet():
 
 def test_mask2former_resize_pad_and_crop():
     det = Mask2FormerDetector(StubMask2Former(), scale=(200, 100))
-    pix, (nh, nw) = det.preprocess(torch.rand(1, 3, 50, 90))
+    pix, (nh, nw) = det.preprocess(torch.randint(0, 256, (1, 3, 50, 90)))
     assert (nh, nw) == (100, 180) and pix.shape[-2:] == (128, 192)  # fits 200x100, padded to multiples of 32
-    assert torch.all(pix[..., 100:, :] == 0) and torch.all(pix[..., :, 180:] == 0)
+    pad = (128 - torch.tensor([123.675, 116.28, 103.53])) / torch.tensor([58.395, 57.12, 57.375])
+    for strip in (pix[0, :, 100:, :], pix[0, :, :, 180:]):  # grey 128 padded before normalising (GenEval's config)
+        torch.testing.assert_close(strip, pad[:, None, None].expand_as(strip))
     out = det(torch.randint(0, 256, (1, 3, 50, 90), dtype=torch.uint8))[0]
     assert [d["class"] for d in out] == ["cat"] and out[0]["mask"].shape == (50, 90)
     x0, y0, x1, y1 = out[0]["box"]
