@@ -171,12 +171,13 @@ def hf_config(cfg: dict, classes: list | None = None):
     for name, ffn in (("pixel decoder", enc_ffn), ("decoder", dec_ffn)):
         _require(ffn.get("act_cfg", {"type": "ReLU"}).get("type") == "ReLU" and ffn.get("num_fcs", 2) == 2,
                  f"{name} FFN {ffn}")
-    _require(enc_attn.get("embed_dims", 256) == feat == dec_attn.get("embed_dims", 256) == head.get("out_channels", 256),
-             "feat_channels, out_channels and the attention widths differ")
+    widths = (enc_attn.get("embed_dims", 256), dec_attn.get("embed_dims", 256), head.get("out_channels", 256))
+    _require(all(w == feat for w in widths), "feat_channels, out_channels and the attention widths differ")
     n_things, n_stuff = head.get("num_things_classes", 80), head.get("num_stuff_classes", 53)
     _require(n_stuff == 0, f"{n_stuff} stuff classes (a panoptic model; GenEval uses the instance one)")
     class_weight = head.get("loss_cls", {}).get("class_weight") or [1.0] * n_things + [0.1]
-    names = [str(c) for c in classes] if classes and len(classes) == n_things else [f"class_{i}" for i in range(n_things)]
+    names = [str(c) for c in classes] if classes and len(classes) == n_things else \
+        [f"class_{i}" for i in range(n_things)]
     return transformers.Mask2FormerConfig(
         backbone_config=backbone, feature_size=feat, mask_feature_size=head.get("out_channels", 256), hidden_dim=feat,
         encoder_feedforward_dim=enc_ffn.get("feedforward_channels", 1024),
@@ -253,7 +254,8 @@ RENAMES = [  # (mmdet key pattern, transformers key template): plain renames, te
      SWIN + r"encoder.layers.\1.blocks.\2.mlp.fc2.\3"),
     (r"panoptic_head\.pixel_decoder\.input_convs\.(\d+)\.conv\.(weight|bias)",
      PIXEL_DECODER + r"input_projections.\1.0.\2"),
-    (r"panoptic_head\.pixel_decoder\.input_convs\.(\d+)\.gn\.(weight|bias)", PIXEL_DECODER + r"input_projections.\1.1.\2"),
+    (r"panoptic_head\.pixel_decoder\.input_convs\.(\d+)\.gn\.(weight|bias)",
+     PIXEL_DECODER + r"input_projections.\1.1.\2"),
     (r"panoptic_head\.pixel_decoder\.encoder\.layers\.(\d+)\.attentions\.0\."
      r"(sampling_offsets|attention_weights|value_proj|output_proj)\.(weight|bias)",
      PIXEL_DECODER + r"encoder.layers.\1.self_attn.\2.\3"),
@@ -314,9 +316,10 @@ def convert_state_dict(sd: dict, config) -> dict:
         if m := re.fullmatch(r"backbone\.stages\.(\d+)\.blocks\.(\d+)\.attn\.w_msa\.qkv\.weight", key):
             prefix = f"{SWIN}encoder.layers.{m[1]}.blocks.{m[2]}.attention."
             out.update(split_qkv(prefix, t, sd[key[:-len("weight")] + "bias"]))
-        elif m := re.fullmatch(r"panoptic_head\.transformer_decoder\.layers\.(\d+)\.attentions\.1\.attn\.in_proj_weight",
-                               key):
-            out.update(split_qkv(f"{TRANSFORMER}decoder.layers.{m[1]}.self_attn.", t, sd[key[:-len("weight")] + "bias"]))
+        elif m := re.fullmatch(r"panoptic_head\.transformer_decoder\.layers\.(\d+)\.attentions\.1\.attn\."
+                               r"in_proj_weight", key):
+            prefix = f"{TRANSFORMER}decoder.layers.{m[1]}.self_attn."
+            out.update(split_qkv(prefix, t, sd[key[:-len("weight")] + "bias"]))
         elif key.endswith(("attn.w_msa.qkv.bias", "attentions.1.attn.in_proj_bias")):
             continue  # split with its weight
         elif m := re.fullmatch(r"backbone\.stages\.(\d+)\.downsample\.(reduction|norm)\.(weight|bias)", key):

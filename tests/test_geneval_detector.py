@@ -27,9 +27,10 @@ def io():
     for i in range(sum(k.startswith("image") for k in arrays)):
         img = arrays[f"image{i}"]
         masks = np.unpackbits(arrays[f"inst_masks{i}"], axis=-1, count=img.shape[1]).astype(bool)
-        images.append({"image": torch.from_numpy(img).permute(2, 0, 1)[None], "pixels": torch.from_numpy(arrays[f"pixels{i}"]),
-                       "cls": torch.from_numpy(arrays[f"cls{i}"]), "masks": torch.from_numpy(arrays[f"masks{i}"]),
-                       "labels": arrays[f"labels{i}"], "boxes": arrays[f"boxes{i}"], "inst_masks": masks})
+        images.append({"image": torch.from_numpy(img).permute(2, 0, 1)[None],
+                       "pixels": torch.from_numpy(arrays[f"pixels{i}"]), "cls": torch.from_numpy(arrays[f"cls{i}"]),
+                       "masks": torch.from_numpy(arrays[f"masks{i}"]), "labels": arrays[f"labels{i}"],
+                       "boxes": arrays[f"boxes{i}"], "inst_masks": masks})
     return images
 
 
@@ -60,9 +61,11 @@ def assert_same_instances(ours, ref, classes, min_score=0.05):
 @SLOW
 def test_fixture_is_geneval_config_shrunk(converted, io):
     model, pipe, classes = converted
-    cfg = model.config
-    assert (cfg.backbone_config.embed_dim, cfg.backbone_config.depths, cfg.backbone_config.window_size) == (8, [2] * 4, 3)
-    assert (cfg.hidden_dim, cfg.encoder_layers, cfg.decoder_layers, cfg.num_queries, cfg.num_labels) == (32, 2, 4, 10, 80)
+    cfg, bb = model.config, model.config.backbone_config
+    assert (bb.embed_dim, bb.depths, bb.num_heads, bb.window_size, bb.mlp_ratio) == (8, [2] * 4, [2, 2, 4, 4], 3, 2)
+    assert (cfg.hidden_dim, cfg.encoder_layers, cfg.decoder_layers, cfg.num_queries) == (32, 2, 4, 10)
+    assert (cfg.num_labels, cfg.num_attention_heads, cfg.encoder_feedforward_dim, cfg.dim_feedforward) == \
+           (80, 4, 64, 64)
     assert pipe == {"scale": [200, 128], "size_divisor": 32, "pad_value": 128.0, "mean": [123.675, 116.28, 103.53],
                     "std": [58.395, 57.12, 57.375], "to_rgb": True, "max_per_image": 100}
     assert classes[0] == "person" and len(classes) == 80

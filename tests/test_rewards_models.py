@@ -459,9 +459,9 @@ def test_t2i_r1_mix_sums_components(git_reward, gdino_reward):
 
 def test_rewards_and_common_import_no_heavy_library():
     code = ("import sys, rewards, common, common.prompts, common.coco_prompts, rewards.clip, rewards.hps, "
-            "rewards.geneval, rewards.geneval_color, rewards.mask2former, rewards.git_vqa, rewards.gdino, "
-            "rewards.t2i_r1, rewards.hub; print(sorted(m for m in ('transformers', 'rapidocr', 'open_clip', "
-            "'torchvision', 'huggingface_hub') if m in sys.modules))")
+            "rewards.geneval, rewards.geneval_color, rewards.mask2former, rewards.convert_mask2former, "
+            "rewards.git_vqa, rewards.gdino, rewards.t2i_r1, rewards.hub; print(sorted(m for m in ('transformers', "
+            "'rapidocr', 'open_clip', 'torchvision', 'huggingface_hub') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     assert out.stdout.strip() == "[]"

@@ -6,7 +6,8 @@ type and state-dict key pattern stays), gives it seeded random weights, and runs
 three images (its own test pipeline, forward and instance post-processing). It writes, next to itself:
 
 - tiny_mmdet.pth: an mmdet-style checkpoint {"meta": {"config": <config text>, "CLASSES": ...}, "state_dict"}, as
-  mmdet's tools/train.py saves it; rewards/convert_mask2former.py reads its architecture from `meta`;
+  mmdet's tools/train.py and publish_model.py save it; rewards/convert_mask2former.py reads the architecture from
+  `meta`;
 - tiny_io.npz: per image i, `image{i}` (H, W, 3 RGB uint8, GenEval reads PNGs as BGR: the BGR array is what mmdet
   gets), `pixels{i}` (the model's input after mmdet's resize / pad 128 / normalise), `cls{i}` and `masks{i}` (the
   last decoder layer's class and mask logits), and the final instances `labels{i}`, `boxes{i}` (x0, y0, x1, y1,
@@ -147,8 +148,11 @@ def main():
     from mmdet.datasets import CocoDataset
 
     model.CLASSES = CocoDataset.CLASSES  # what mmdet's training saves in meta, as a trained checkpoint holds it
-    meta = {"config": cfg.pretty_text, "CLASSES": tuple(model.CLASSES), "mmdet_version": mmdet.__version__}
-    torch.save({"meta": meta, "state_dict": model.state_dict()}, os.path.join(HERE, "tiny_mmdet.pth"))
+    meta = {"config": cfg.pretty_text, "CLASSES": tuple(model.CLASSES), "mmdet_version": mmdet.__version__,
+            "epoch": 50, "iter": 368750}
+    # saved as mmdet's tools/model_converters/publish_model.py saves its released checkpoints (the legacy format)
+    torch.save({"meta": meta, "state_dict": model.state_dict()}, os.path.join(HERE, "tiny_mmdet.pth"),
+               _use_new_zipfile_serialization=False)
 
     captured = {}
     model.backbone.register_forward_pre_hook(lambda m, args: captured.update(pixels=args[0].clone()))
