@@ -1,4 +1,4 @@
-"""Convert GenEval's detector, an mmdetection 2.x Mask2Former checkpoint, to transformers' Mask2Former layout.
+r"""Convert GenEval's detector, an mmdetection 2.x Mask2Former checkpoint, to transformers' Mask2Former layout.
 
     python -m rewards.convert_mask2former mask2former_swin-s-p4-w7-224_lsj_8x2_50e_coco_20220504_001756-743b7d99.pth \
         --out weights/geneval_mask2former
