@@ -8,7 +8,8 @@
 Benchmarks (--benchmark): geneval (GenEval's per-tag table), ocr (edit-distance reward, exact match), prefs
 (HPSv2.1, CLIP score, MANIQA, Qwen judge: mean ± s.e.), imagenet (FID, IS, precision/recall).
 Presets (--preset, the papers' sampling recipes; explicit flags win): toy, stage_janus7b_geneval, stage_janus7b_ocr,
-gcpo_janus7b_geneval, gcpo_janus1b_geneval, ar_grpo_c2i, ar_grpo_t2i_geneval, ar_grpo_t2i_drawbench.
+gcpo_janus7b_geneval, gcpo_janus1b_geneval, ar_grpo_c2i, ar_grpo_c2i_release, ar_grpo_t2i_geneval,
+ar_grpo_t2i_drawbench.
 Per-image results go to <out>/<model>/results.rank*.jsonl as they are scored: run the same command again to resume.
 --export geneval / adm also writes the samples for GenEval's own scorer and OpenAI's FID suite (docs/evaluation.md).
 See docs/evaluation.md for each protocol and the command behind each paper table.
