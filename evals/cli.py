@@ -84,7 +84,7 @@ def main(args) -> dict[str, dict]:
         fail(str(e).splitlines()[0])
 
     rank, world_size, device = _distributed(args.device)
-    config = {k: getattr(args, k) for k in PINNED}
+    config = {k: getattr(args, k) for k in PINNED if k != "ocr_engine" or args.benchmark == "ocr"}  # old runs resume
     out_root = args.out or os.path.join("runs", "eval", f"{args.benchmark}-"
                                         f"{hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]}")
     try:
