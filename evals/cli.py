@@ -114,11 +114,6 @@ def main(args) -> dict[str, dict]:
             top_k=args.top_k, top_p=args.top_p, batch_size=args.batch_size, rank=rank, world_size=world_size,
             progress=args.progress, image_dir=os.path.join(out, "images") if args.save_images or exports else "")
         summaries[label] = scorer.summarize(records, arrays)
-        if rank == 0 and exports:
-            try:
-                export(exports, out, rows, args.n)
-            except (ValueError, OSError) as e:
-                fail(str(e).splitlines()[0])
         if rank == 0:
             with open(os.path.join(out, "summary.json"), "w") as f:
                 json.dump(summaries[label], f, indent=1)
@@ -136,6 +131,12 @@ def main(args) -> dict[str, dict]:
 
         dist.barrier()
         dist.destroy_process_group()
+    if rank == 0 and exports:  # after the ranks are released: 50,000 PNGs take minutes to pack
+        try:
+            for out in outs:
+                export(exports, out, rows, args.n)
+        except (ValueError, OSError) as e:
+            fail(str(e).splitlines()[0])
     return summaries
 
 
