@@ -10,8 +10,9 @@ Inputs are read as the originals read them:
 - image: truncated to 8 bits (the releases pass PIL images made by truncation: AR-GRPO's `to_pil_image`,
   Janus's float-to-uint8 cast in STAGE and GCPO), then HPSv2's `preprocess_val` in its order: `ToTensor`, the
   float tensor's longest side resized to 224 (bicubic, antialiased) with no clamp to [0, 1], padded to a square
-  with black, OpenAI mean/std (`preprocess="pad"`); AR-GRPO's copy uses shortest side + centre crop
-  (`preprocess="crop"`). Both are the same for square images.
+  with black, OpenAI mean/std (`preprocess="pad"`: hpsv2's `light_augmentation=True`, which STAGE's
+  `reward_hps.py` and AR-GRPO's `reward_utils/hpsv2.py` both pass); `preprocess="crop"` gives the shortest side +
+  centre crop of `light_augmentation=False`. Both are the same for square images.
 - text: open_clip's cleaning as hpsv2's tokenizer does it (`open_clip_clean`: `ftfy.fix_text`, `html.unescape`
   twice, whitespace runs to one space, stripped), then CLIP BPE (lowercased), 77 tokens, truncated. Without
   it "Tom &amp; Jerry" and curly quotes tokenize differently.
