@@ -332,6 +332,8 @@ def load_tokenizer(path: str, src: str, given: bool):
     except Exception as e:  # noqa: BLE001  (a broken tokenizer folder raises many kinds)
         raise ConversionError(f"{path}: the tokenizer does not load ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 # -- checking and writing --------------------------------------------------------------------------
