@@ -330,8 +330,9 @@ def load_tokenizer(path: str, src: str, given: bool):
     try:
         return AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as e:  # noqa: BLE001  (a broken tokenizer folder raises many kinds)
-        raise ConversionError(f"{path}: the tokenizer does not load ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        raise ConversionError(f"{path}: the tokenizer does not load ({why}); pass --tokenizer DIR, a folder with "
+                              f"Janus-Pro's complete tokenizer files") from None
     finally:
         logging.set_verbosity(verbosity)
 
@@ -362,7 +363,8 @@ def check_coverage(converted: dict[str, tuple], expected: dict[str, tuple], src:
         if wrong:
             parts.append(f"{len(wrong)} of another shape, e.g. {wrong[0]} {tuple(converted[wrong[0]])} where the "
                          f"config gives {tuple(expected[wrong[0]])}")
-        raise ConversionError(f"{src} does not convert to a complete Janus model: {'; '.join(parts)}")
+        raise ConversionError(f"{src} does not convert to a complete Janus model: {'; '.join(parts)} (an "
+                              f"incomplete download, or not a Janus-Pro checkpoint?)")
 
 
 def check_out_dir(out: str, force: bool, src: str):
