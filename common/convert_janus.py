@@ -17,7 +17,7 @@ src/transformers/models/janus/convert_janus_weights_to_hf.py, which is not in th
 
     language_model.model.*              -> model.language_model.*        language_model.lm_head -> lm_head
     gen_embed                           -> model.generation_embeddings
-    gen_aligner.layers.0 / .2           -> model.generation_aligner.fc1 / .hidden_layers.0   (aligner.*: model.aligner.*)
+    gen_aligner.layers.0 / .2           -> model.generation_aligner.fc1 / .hidden_layers.0  (aligner: model.aligner)
     gen_head.output_mlp_projector       -> model.generation_head.proj_out  (gen_head.vision_head keeps its name)
     gen_vision_model.*                  -> model.vqmodel.*, with encoder.conv_blocks -> encoder.down,
                                            decoder.conv_blocks -> decoder.up, res -> block,
@@ -97,7 +97,7 @@ def read_source(src: str) -> tuple[dict, list[str]]:
         raise ConversionError(f"{src}: not a directory (SRC is the folder of a DeepSeek-layout Janus checkpoint)")
     config_path = os.path.join(src, "config.json")
     if not os.path.isfile(config_path):
-        raise ConversionError(f"{src}: no config.json (SRC is the folder `MultiModalityCausalLM.save_pretrained` wrote)")
+        raise ConversionError(f"{src}: no config.json (SRC is the folder DeepSeek's `save_pretrained` wrote)")
     config = read_json(config_path)
     model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type == "janus":

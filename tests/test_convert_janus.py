@@ -86,7 +86,8 @@ def test_every_tensor_has_its_place_and_the_config_its_sizes(converted):
     assert (q.num_embeddings, q.embed_dim, q.base_channels, list(q.channel_multiplier), q.num_res_blocks,
             q.latent_channels, q.projection_dim, q.image_token_embed_dim, q.num_patches) == (32, 8, 32, [1, 1], 1,
                                                                                              16, 32, 32, 4)
-    assert (t.vocab_size, t.hidden_size, t.num_hidden_layers, t.num_key_value_heads, t.bos_token_id) == (64, 32, 2, 2, 0)
+    assert (t.vocab_size, t.hidden_size, t.num_hidden_layers, t.num_key_value_heads) == (64, 32, 2, 2)
+    assert t.bos_token_id == 0 and not cfg.tie_word_embeddings
     gen = json.load(open(os.path.join(converted, "generation_config.json")))
     assert gen["generation_kwargs"] == {"boi_token_id": 3} and gen["pad_token_id"] == 1
 
@@ -210,8 +211,8 @@ def test_train_and_evaluate_from_converted_checkpoint(tmp_path, converted):
     p = _run(score + ["--model", converted, "--out", str(tmp_path / "eval")])
     assert p.returncode == 0, p.stderr[-3000:]
     assert f"base: {converted}" in p.stdout
-    for cmd, out in ((train + ["--out-dir", str(tmp_path / "runs2")], "runs2"), (score + ["--out", str(tmp_path / "e2")],
-                                                                                 "e2")):
+    for cmd, out in ((train + ["--out-dir", str(tmp_path / "runs2")], "runs2"),
+                     (score + ["--out", str(tmp_path / "e2")], "e2")):
         p = _run(cmd + ["--model", FIXTURE])
         assert p.returncode != 0 and "common.convert_janus" in p.stderr
         assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / out).exists()
