@@ -367,6 +367,23 @@ def check_coverage(converted: dict[str, tuple], expected: dict[str, tuple], src:
                               f"incomplete download, or not a Janus-Pro checkpoint?)")
 
 
+def plan(src_config: dict, source: dict[str, torch.Tensor], tokenizer, vision_heads: int | None = None,
+         src: str = "SRC") -> tuple:
+    """DeepSeek's config.json and its tensors (meta tensors will do) -> (the JanusConfig, {converted name: shape}),
+    checked to fill exactly the tensors of that model."""
+    shapes = {k: tuple(t.shape) for k, t in source.items()}
+    floats = Counter(t.dtype for t in source.values() if t.dtype.is_floating_point)
+    config = build_config(src_config, shapes, tokenizer, vision_heads, floats.most_common(1)[0][0] if floats else None)
+    converted = {}
+    for k, t in source.items():
+        for name, x in convert_tensor(k, t.to("meta")).items():
+            if name in converted:
+                raise ConversionError(f"two tensors of {src} map to {name}")
+            converted[name] = tuple(x.shape)
+    check_coverage(converted, expected_shapes(config), src)
+    return config, converted
+
+
 def check_out_dir(out: str, force: bool, src: str):
     if os.path.abspath(out) == os.path.abspath(src):
         raise ConversionError(f"--out {out} is SRC itself: name a new folder")
@@ -384,20 +401,12 @@ def convert(src: str, out: str, *, tokenizer: str | None = None, vision_heads: i
     check_out_dir(out, force, src)
     src_config, files = read_source(src)
     tok = load_tokenizer(tokenizer or src, src, tokenizer is not None)
-    source = {}  # every source tensor's name -> (shape, dtype, file), read without loading any data
+    source = {}  # every source tensor, as a meta tensor (name, shape, dtype): nothing is read yet
     for path in files:
-        for k, t in load_weights(path, meta=True).items():
-            source[k] = (tuple(t.shape), t.dtype, path)
-    shapes = {k: v[0] for k, v in source.items()}
-    dtype = Counter(d for _, d, _ in source.values() if d.is_floating_point).most_common(1)[0][0]
-    config = build_config(src_config, shapes, tok, vision_heads, dtype)
-    converted = {}
-    for k, (shape, d, _) in source.items():
-        for name, t in convert_tensor(k, torch.empty(shape, dtype=d, device="meta")).items():
-            if name in converted:
-                raise ConversionError(f"two tensors of SRC map to {name}")
-            converted[name] = tuple(t.shape)
-    check_coverage(converted, expected_shapes(config), src)
+        source.update(load_weights(path, meta=True))
+    config, converted = plan(src_config, source, tok, vision_heads, src)
+    shapes = {k: tuple(t.shape) for k, t in source.items()}
+    dtype = config.dtype
 
     out = out.rstrip(os.sep) or out
     parent = os.path.dirname(os.path.abspath(out))
@@ -433,7 +442,7 @@ def convert(src: str, out: str, *, tokenizer: str | None = None, vision_heads: i
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     n = sum(math.prod(s) for s in shapes.values())
-    return [f"{len(source)} tensors ({n / 1e9:.2f} B parameters, {str(dtype).replace('torch.', '')}) -> "
+    return [f"{len(source)} tensors ({n / 1e6:,.1f}M parameters, {str(dtype).replace('torch.', '')}) -> "
             f"{len(converted)} in transformers' Janus layout",
             f"load it with: --model {out}"]
 

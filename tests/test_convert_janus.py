@@ -92,6 +92,33 @@ def test_every_tensor_has_its_place_and_the_config_its_sizes(converted):
     assert gen["generation_kwargs"] == {"boi_token_id": 3} and gen["pad_token_id"] == 1
 
 
+def test_full_size_janus_pro_shapes_convert():
+    """Key coverage and shapes at Janus-Pro-7B's sizes, from the modules DeepSeek's code builds for its config.json
+    (tests/data/janus_deepseek_full_size.json; language model cut to 2 layers): the sizes read from the shapes are
+    the defaults transformers' converter assumes for the official weights."""
+    from transformers import JanusVisionConfig, JanusVQVAEConfig
+
+    from common.convert_janus import plan
+    from common.janus import tiny_tokenizer
+
+    with open(os.path.join(REPO, "tests", "data", "janus_deepseek_full_size.json")) as f:
+        full = json.load(f)
+    source = {k: torch.empty(s, dtype=torch.bfloat16, device="meta") for k, s in full["shapes"].items()}
+    config, converted = plan(full["config"], source, tiny_tokenizer())  # raises unless every tensor has its place
+    v, q = config.vision_config, config.vq_config
+    for cfg, default, fields in (
+        (v, JanusVisionConfig(), ("hidden_size", "num_hidden_layers", "num_attention_heads", "image_size", "patch_size",
+                                  "mlp_ratio", "num_image_tokens", "depth")),
+        (q, JanusVQVAEConfig(), ("embed_dim", "num_embeddings", "latent_channels", "base_channels", "num_res_blocks",
+                                 "num_hidden_layers")),
+    ):
+        assert {f: getattr(cfg, f) for f in fields} == {f: getattr(default, f) for f in fields}
+    assert list(q.channel_multiplier) == [1, 1, 2, 2, 4] and q.num_patches == 24  # 576 tokens, 384 px
+    assert v.projection_dim == q.projection_dim == q.image_token_embed_dim == config.text_config.hidden_size == 4096
+    assert converted["model.generation_head.vision_head.weight"] == (16384, 4096)
+    assert config.dtype == torch.bfloat16
+
+
 def test_sharded_pytorch_bin_source(tmp_path, expected):
     """The released Janus-Pro-7B's form: pytorch_model-0000k-of-0000n.bin shards and their index."""
     from safetensors.torch import load_file

@@ -1,4 +1,4 @@
-"""Make tests/data/janus_deepseek/: a tiny Janus-Pro checkpoint in DeepSeek's original layout, written by DeepSeek's
+"""Make tests/data/janus_deepseek/ (and janus_deepseek_full_size.json, see full_size_shapes): a tiny Janus-Pro checkpoint in DeepSeek's original layout, written by DeepSeek's
 own code (deepseek-ai/Janus, `janus.models.MultiModalityCausalLM.save_pretrained`), and what that code computes
 from it (expected.safetensors). tests/test_convert_janus.py converts the checkpoint with `common.convert_janus`
 and checks that transformers' Janus classes compute the same from the result.
@@ -79,6 +79,34 @@ def import_deepseek_model_code():
     return modeling_vlm, siglip_vit, vq_model
 
 
+def full_size_shapes(MultiModalityCausalLM, MultiModalityConfig):
+    """janus_deepseek_full_size.json: the names and shapes of the tensors their code builds for Janus-Pro-7B's
+    config.json (SigLIP-L/16 at 384 px, the full VQ-16, 4096-wide aligners and head), with the language model cut to
+    2 of its 30 layers to keep the file small. Only the shapes are kept."""
+    config = MultiModalityConfig(
+        vision_config=dict(cls="CLIPVisionTower", params=dict(image_size=384, model_name="siglip_large_patch16_384",
+                                                              select_feature="same", select_layer=-1)),
+        aligner_config=dict(cls="MlpProjector", params=dict(depth=2, input_dim=1024, n_embed=4096,
+                                                            projector_type="mlp_gelu")),
+        gen_vision_config=dict(cls="VQ-16", params=dict(image_token_size=16384, n_embed=8)),
+        gen_aligner_config=dict(cls="MlpProjector", params=dict(depth=2, input_dim=8, n_embed=4096,
+                                                                projector_type="mlp_gelu")),
+        gen_head_config=dict(cls="vision_head", params=dict(image_token_embed=4096, image_token_size=16384,
+                                                            n_embed=4096)),
+        language_config=dict(hidden_size=4096, intermediate_size=11008, max_position_embeddings=16384,
+                             model_type="llama", num_attention_heads=32, num_hidden_layers=2, num_key_value_heads=32,
+                             torch_dtype="bfloat16", vocab_size=102400),
+        torch_dtype="bfloat16",
+    )
+    torch.set_default_dtype(torch.bfloat16)  # built on the CPU (their ViT calls .item() at init, which meta lacks)
+    model = MultiModalityCausalLM(config)
+    torch.set_default_dtype(torch.float32)
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    del model
+    with open(os.path.join(HERE, "janus_deepseek_full_size.json"), "w") as f:
+        json.dump({"config": json.loads(config.to_json_string()), "shapes": shapes}, f, indent=0)
+
+
 def main():
     sys.path[:0] = [os.environ["JANUS_REPO"], REPO]
     import transformers  # noqa: F401  (first: it probes for torchvision, which the stand-in would confuse)
@@ -89,6 +117,7 @@ def main():
 
     from common.janus import tiny_tokenizer
 
+    full_size_shapes(MultiModalityCausalLM, MultiModalityConfig)  # before the tiny VQ-16 replaces the real one
     siglip_vit.SigLIP_MODEL_CONFIG["siglip_tiny_patch8_32"] = dict(
         image_size=32, patch_size=8, width=32, layers=2, heads=4, mlp_ratio=2, global_pool="map", use_checkpoint=False)
     vq_model.Encoder = functools.partial(vq_model.Encoder, ch=32, num_res_blocks=1)
