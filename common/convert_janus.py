@@ -57,7 +57,6 @@ DEEPSEEK_MODEL_TYPE = "multi_modality"  # DeepSeek's MultiModalityConfig.model_t
 SIGLIP_HEADS = {"siglip_large_patch16_384": 16, "siglip_so400m_patch14_384": 16, "siglip_so400m_patch14_224": 16}
 PAD_TOKEN = "<｜▁pad▁｜>"  # Janus-Pro's pad token (DeepSeek's VLChatProcessor pads and builds CFG rows with it)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
-USAGE = "python -m common.convert_janus SRC --out DIR"
 
 
 class ConversionError(ValueError):
@@ -136,7 +135,12 @@ def load_weights(path: str, meta: bool = False) -> dict[str, torch.Tensor]:
                     s = f.get_slice(k)
                     out[k] = torch.empty(s.get_shape(), dtype=_SAFETENSORS_DTYPES.get(s.get_dtype()), device="meta")
                 return out
-        sd = torch.load(path, map_location="cpu", mmap=True, weights_only=True)  # tensors only, never code
+        try:  # weights_only: tensors only, never code; mmap: read lazily (zip-format files, torch >= 1.6)
+            sd = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a damaged file surfaces as whatever the reader raises
         raise ConversionError(f"{path}: unreadable weights ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -204,8 +208,8 @@ def _convert_vision(rest: str, t: torch.Tensor) -> dict[str, torch.Tensor]:
     if m:
         layer, module, param = f"{pre}encoder.layers.{m[1]}.", m[2], m[3]
         if module == "attn.qkv":  # fused (3D, ...) -> q, k, v
-            q, k, v = t.chunk(3, dim=0)
-            return {f"{layer}self_attn.{n}_proj.{param}": x for n, x in zip("qkv", (q, k, v))}
+            q, k, v = t.chunk(3, dim=0)  # cloned: a file cannot hold three views of one storage
+            return {f"{layer}self_attn.{n}_proj.{param}": x.clone() for n, x in zip("qkv", (q, k, v))}
         if module in VISION_BLOCK:
             return {f"{layer}{VISION_BLOCK[module]}.{param}": t}
     raise ConversionError(f"tensor 'vision_model.vision_tower.{rest}' has no place in transformers' Janus layout")
@@ -405,8 +409,6 @@ def convert(src: str, out: str, *, tokenizer: str | None = None, vision_heads: i
     for path in files:
         source.update(load_weights(path, meta=True))
     config, converted = plan(src_config, source, tok, vision_heads, src)
-    shapes = {k: tuple(t.shape) for k, t in source.items()}
-    dtype = config.dtype
 
     out = out.rstrip(os.sep) or out
     parent = os.path.dirname(os.path.abspath(out))
@@ -421,7 +423,7 @@ def convert(src: str, out: str, *, tokenizer: str | None = None, vision_heads: i
             shard = {}
             for k, t in load_weights(path).items():
                 for new, x in convert_tensor(k, t).items():
-                    shard[new] = x.contiguous().clone()  # own storage: the q / k / v chunks share the fused one
+                    shard[new] = x.contiguous()
             if config.tie_word_embeddings:
                 shard.pop("lm_head.weight", None)
             save_file(shard, os.path.join(tmp, name), metadata={"format": "pt"})
@@ -441,8 +443,8 @@ def convert(src: str, out: str, *, tokenizer: str | None = None, vision_heads: i
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    n = sum(math.prod(s) for s in shapes.values())
-    return [f"{len(source)} tensors ({n / 1e6:,.1f}M parameters, {str(dtype).replace('torch.', '')}) -> "
+    n = sum(math.prod(t.shape) for t in source.values())
+    return [f"{len(source)} tensors ({n / 1e6:,.1f}M parameters, {str(config.dtype).replace('torch.', '')}) -> "
             f"{len(converted)} in transformers' Janus layout",
             f"load it with: --model {out}"]
 
