@@ -224,7 +224,7 @@ def _run(cmd):
 @pytest.mark.slow
 def test_train_and_evaluate_from_converted_checkpoint(tmp_path, converted):
     """`--model DIR` trains one step from the converted checkpoint and evaluate.py scores it; the unconverted
-    checkpoint stops both in one line, before any output folder is made."""
+    checkpoint stops a script in one line, before its run folder is made."""
     (tmp_path / "prompts.txt").write_text("a red cat\ntwo blue dogs\n")
     with open(os.path.join(REPO, "data", "shapeworld", "eval.jsonl")) as f:
         (tmp_path / "rows.jsonl").write_text("".join(f.readlines()[:2]))
@@ -238,8 +238,6 @@ def test_train_and_evaluate_from_converted_checkpoint(tmp_path, converted):
     p = _run(score + ["--model", converted, "--out", str(tmp_path / "eval")])
     assert p.returncode == 0, p.stderr[-3000:]
     assert f"base: {converted}" in p.stdout
-    for cmd, out in ((train + ["--out-dir", str(tmp_path / "runs2")], "runs2"),
-                     (score + ["--out", str(tmp_path / "e2")], "e2")):
-        p = _run(cmd + ["--model", FIXTURE])
-        assert p.returncode != 0 and "common.convert_janus" in p.stderr
-        assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / out).exists()
+    p = _run(train + ["--out-dir", str(tmp_path / "runs2"), "--model", FIXTURE])  # evaluate.py: load_model's test
+    assert p.returncode != 0 and "common.convert_janus" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs2").exists()
