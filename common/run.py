@@ -29,6 +29,7 @@ from tqdm import tqdm
 from common import checkpoint, evaluation
 from common.cli import parse
 from common.distributed import gathered
+from common.convert_janus import deepseek_layout_message, is_deepseek_janus_dir
 from common.models import MODELS
 from common.prompts import load_prompts
 from common.utils import Logger, import_wandb, make_generator, save_image_grid
@@ -112,6 +113,8 @@ def cli(args_cls, presets: dict | None = None):
         fail(problem)
     if args.model not in MODELS and not os.path.isdir(args.model):
         fail(f"unknown model {args.model!r}; known: {', '.join(MODELS)} or a weights directory")
+    if os.path.isdir(args.model) and is_deepseek_janus_dir(args.model):  # before the run directory is made
+        fail(deepseek_layout_message(args.model))
     try:
         if args.track:
             import_wandb()
