@@ -189,7 +189,8 @@ PAPER_REWARDS = dict(align_rewards=("clip", "hps"), quality_reward="maniqa",
 PAPER = dict(PAPER_REWARDS, lr=1e-5, beta=0.1, group_size=8, prompts_per_step=8, cfg_scale=2.0,
              adam_betas=(0.9, 0.95), weight_decay=0.05)  # §4.1: AdamW (0.9, 0.95), wd 0.05, 64 images per step
 RELEASE = dict(PAPER_REWARDS, lr=1e-5, group_size=8, adam_betas=(0.9, 0.999), weight_decay=0.0,
-               lr_schedule="linear")  # run_*_train.sh: HF Trainer defaults, linear decay over 20 epochs (below)
+               lr_schedule="linear",  # run_*_train.sh: HF Trainer defaults, linear decay over 20 epochs (below)
+               tf32=False)  # run_*_train.sh pass no --tf32 (the Trainer's default leaves TF32 matmuls off)
 C2I_PROMPTS, T2I_PROMPTS = "data/imagenet/train_images.txt", "data/coco/coco_captions_30000.json"
 PRESETS = {"toy": {},
            "c2i_paper": dict(PAPER, model="llamagen-c2i-b", prompts=C2I_PROMPTS, num_steps=100),

@@ -176,19 +176,22 @@ class Args:
     """embeddings the group similarity compares: 'codebook' (VQ vectors) or 'input' (bk.input_embeds, Janus)"""
     t5_template: str = "{}"
     """LlamaGen t2i: the T5 input around the caption ('<|t2i|>A photo of {}<|soi|>' = the GCPO release)"""
-    preset: Literal["toy", "llamagen_hps", "janus1b_geneval", "janus1b_hps", "janus7b_geneval", "janus7b_hps"] = "toy"
-    """paper hyperparameters (App. A.1, PRESETS); flags given explicitly still win"""
+    preset: Literal["toy", "llamagen_hps", "janus1b_geneval", "janus1b_hps", "janus7b_geneval", "janus7b_hps",
+                    "llamagen_hps_release", "janus1b_geneval_release", "janus1b_hps_release"] = "toy"
+    """the paper's experiments (App. A.1) or the release's scripts (*_release), PRESETS; explicit flags still win"""
 
 
 # Paper App. A.1 (max grad norm 1.0 everywhere; bf16 with fp32 master weights, the releases' DeepSpeed bf16).
-# prompts_per_step = prompts/device x accumulation x 4 GPUs (the release scripts); micro_batch_size = one device's
-# images per micro-step. GenEval is the binary correctness (the Janus release), our "geneval_coco_strict".
-# Each preset also names its training prompts (common/prompts.py SOURCES says how to get each file) and its
-# evaluation: GenEval's 553 prompts x 4 images with the real detector before and after training for the GenEval
+# prompts_per_step = A.1's batch size x accumulation x 4 GPUs (the Janus release scripts' prompts per device; A.1
+# names no GPU count and no LR schedule: constant here, TF32 off); micro_batch_size = one device's images per
+# micro-step. GenEval is the binary correctness (the Janus release), our "geneval_coco_strict".
+# Each preset also names its training prompts (the release's files; common/prompts.py SOURCES says how to get them)
+# and its evaluation: GenEval's 553 prompts x 4 images with the real detector before and after training for the GenEval
 # presets; none for HPS (the paper scores it after training on its own benchmark).
 _A1 = ("model", "reward", "lr", "beta", "group_size", "cfg_scale", "prompts_per_step", "micro_batch_size",
        "num_steps", "weight_clip")
-_GENEVAL = dict(prompts="data/geneval/train.jsonl", eval_prompts="data/geneval/evaluation_metadata.jsonl",
+_GENEVAL = dict(prompts="data/geneval/geneval_train_metadata.jsonl",
+                eval_prompts="data/geneval/evaluation_metadata.jsonl",
                 eval_detector="coco", eval_samples=4)
 _JANUS_HPS = dict(prompts="data/hps/hps_train_metadata.json", eval_prompts="")
 _LLAMAGEN_HPS = dict(prompts="data/hps/train_data.json", eval_prompts="", t5_template="<|t2i|>A photo of {}<|soi|>")
@@ -201,6 +204,20 @@ PRESETS = {"toy": {}} | {n: dict(zip(_A1, row), dtype="bfloat16", max_grad_norm=
     "janus7b_geneval": (("janus-pro-7b", "geneval_coco_strict", 3e-6, 0.01, 4, 5.0, 8, 8, 1600, 0.6), _GENEVAL),
     "janus7b_hps":     (("janus-pro-7b", "hps", 1e-6, 0.01, 8, 5.0, 16, 32, 1600, 1.0), _JANUS_HPS),
 }.items()}
+# The release's scripts where they differ from A.1 (it ships scripts for Janus-Pro-1B and LlamaGen only).
+# Janus (janus/src/scripts/run_gcpo_{geneval,hps}.sh): 4 GPUs x 2 prompts x G 4 = A.1, --max_steps 1600, no
+# lr_scheduler_type (the Trainer's linear decay to 0), --tf32 true; gcpo_trainer.py hard-codes the weight clip 0.5
+# and does not detach w. LlamaGen (llamaGen/simpar/configs/config_grpo_hps.yaml, trl/trainer/gcpo_llama_trainer.py):
+# per_device_train_batch_size 16 counts completions, so 16 x 4 processes / G 8 = 8 prompts per step; one epoch of the
+# 15,000 captions = 1875 steps; cosine_with_min_lr (min_lr_rate 0.1) after warmup_ratio 0.1; no --tf32 (off).
+_JANUS_RELEASE = dict(lr_schedule="linear", tf32=True, weight_clip=0.5, detach_weight=False)
+PRESETS |= {
+    "llamagen_hps_release": dict(PRESETS["llamagen_hps"], prompts_per_step=8, micro_batch_size=16, num_steps=1875,
+                                 lr_schedule="cosine_with_min_lr", lr_min_ratio=0.1, lr_warmup_ratio=0.1,
+                                 detach_weight=False),
+    "janus1b_geneval_release": dict(PRESETS["janus1b_geneval"], **_JANUS_RELEASE),
+    "janus1b_hps_release": dict(PRESETS["janus1b_hps"], **_JANUS_RELEASE),
+}
 
 
 # ---------------------------------------------------------------------------------------------------

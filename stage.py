@@ -32,7 +32,8 @@ STAGE choices (the default is the paper; docs/stage.md, "Paper vs released code"
 7. --release-mask-normalisation: Σ M·A·ρ / (ΣM + 1e-6) per group (= per GPU in the release, averaged over GPUs);
    --release-entropy-centring: λ·top·(R_ent − mean_top R_ent), a no-op when the top sample is unique.
 8. Entropies use the log-probs' distribution, π_θ's before the update; the entropy reward builds π_ref even when
-   β = 0. Constant LR (release: linear decay). The release's gradient accumulation 2 is --prompts-per-step 16.
+   β = 0. Constant LR (the paper states no schedule); the release decays it linearly to 0 and runs TF32: the
+   `*_release` presets. The release's gradient accumulation 2 is --prompts-per-step 16.
 
 Run:
     python stage.py                                          # STAGE on the ShapeWorld toy, CPU, minutes
@@ -162,8 +163,8 @@ class Args:
     activation_checkpointing: bool = False
     """recompute each transformer block's activations in the backward pass (less memory, slower update)"""
     # STAGE-specific
-    preset: Literal["toy", "geneval", "hps_mix", "ocr"] = "toy"
-    """paper hyperparameters (App. B.1, PRESETS); flags given explicitly still win"""
+    preset: Literal["toy", "geneval", "hps_mix", "ocr", "geneval_release", "hps_mix_release", "ocr_release"] = "toy"
+    """the paper's experiments (App. B.1) or the release's scripts (*_release), PRESETS; explicit flags still win"""
     reweight: bool = True
     """similarity-aware advantage reweighting Ã = M·A (Eqs. 5–8)"""
     kl_reweight: bool = True
@@ -179,20 +180,25 @@ class Args:
 
 
 # App. B.1: Janus-Pro-7B, G = 8, 8 prompts per step, CFG 5, 1600 steps; bf16 with fp32 master weights (the release's
-# DeepSpeed bf16). Each preset is a whole experiment: its training prompts (common/prompts.py SOURCES says how to get
-# each file), its reward, and its evaluation (GenEval's 553 prompts x 4 images with the real detector, before and
-# after training; the paper scores HPS-mix and OCR on their own benchmarks after training, outside this loop).
+# DeepSpeed bf16). Each preset is a whole experiment: its training prompts (the release's own files, which
+# common/prompts.py SOURCES says how to get), its reward, and its evaluation (GenEval's 553 prompts x 4 images with the
+# real detector, before and after training; the paper scores HPS-mix and OCR on their own benchmarks after training).
+# The paper states no LR schedule and no TF32; the release's scripts (src/scripts/run_training_{geneval,hps,ocr}.py:
+# 8 GPUs x 1 prompt x G 8, no lr_scheduler_type = the Trainer's linear decay to 0 over --max_steps 1600, --tf32 true)
+# and its trainer's loss (mask normalisation, entropy centring: docs/stage.md) are the *_release presets.
 JANUS = dict(model="janus-pro-7b", dtype="bfloat16", cfg_scale=5.0, group_size=8, prompts_per_step=8, num_steps=1600,
              eval_prompts="")
+RELEASE = dict(lr_schedule="linear", tf32=True, release_mask_normalisation=True, release_entropy_centring=True)
 PRESETS = {"toy": {},
            "geneval": dict(JANUS, reward="geneval_coco", lr=5e-6, beta=0.03, entropy_reward=True,
-                           prompts="data/geneval/stage_train.jsonl",
+                           prompts="data/geneval/evaluation_metadata_flow_grpo.json",
                            eval_prompts="data/geneval/evaluation_metadata.jsonl", eval_detector="coco", eval_samples=4),
            "hps_mix": dict(JANUS, reward="hps_git_gdino", lr=1e-6, beta=0.01, entropy_reward=False,
                            prompts="data/t2i_r1/geneval_and_t2i_data_final.json",
                            prompts_per_step=16),  # the release's 8 prompts x gradient accumulation 2
            "ocr": dict(JANUS, reward="ocr", lr=1e-6, beta=0.01, entropy_reward=False,
                        prompts="data/ocr/train_ocr_tag.json")}
+PRESETS |= {f"{name}_release": dict(PRESETS[name], **RELEASE) for name in ("geneval", "hps_mix", "ocr")}
 
 
 # ---------------------------------------------------------------------------------------------------

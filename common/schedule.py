@@ -7,8 +7,8 @@ number of optimizer steps already taken (0 for the first step), exactly as the T
 - "constant": 1 after the warm-up (transformers' constant_with_warmup);
 - "linear": (total − i)/(total − W), linear decay to 0 at `total` (the Trainer's default `lr_scheduler_type`, which
   the STAGE, GCPO-Janus and AR-GRPO releases keep);
-- "cosine_with_min_lr": min_ratio + (1 − min_ratio)·½(1 + cos(π·(i − W)/(total − W))), half a cosine from 1 down to
-  min_ratio (the GCPO LlamaGen release: `cosine_with_min_lr`, `min_lr_rate: 0.1`, `warmup_ratio: 0.1`).
+- "cosine_with_min_lr": min_ratio + (1 − min_ratio)·½(1 + cos(π·(i − W)/(total − W))), half a cosine from 1
+  down to min_ratio (the GCPO LlamaGen release: `cosine_with_min_lr`, `min_lr_rate: 0.1`, `warmup_ratio: 0.1`).
 These equal transformers' `get_constant_schedule_with_warmup`, `get_linear_schedule_with_warmup` and
 `get_cosine_with_min_lr_schedule_with_warmup` (tests/test_schedule.py compares them step by step).
 """
