@@ -68,8 +68,10 @@ def test_conversations_schema_and_sources_hint(tmp_path, monkeypatch):
                                                                               {"from": "gpt", "value": ""}]}]))
     assert load_prompts(path)[0]["prompt"] == "a cat"
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match="stage_train.jsonl; get it: python -m common.coco_prompts .*--ratio stage"):
-        load_prompts("data/geneval/stage_train.jsonl")
+    with pytest.raises(FileNotFoundError, match="evaluation_metadata_flow_grpo.json; get it: the STAGE release's "
+                       "data/janus_geneval_prompts/evaluation_metadata_flow_grpo.json .*fallback: python -m "
+                       "common.coco_prompts .*--ratio stage"):
+        load_prompts("data/geneval/evaluation_metadata_flow_grpo.json")
 
 
 def test_imagenet_prompts_one_class_id_per_image(tmp_path, capsys):
