@@ -124,3 +124,26 @@ def test_the_scripts_scheduler_gives_the_tabled_learning_rates():
     assert (used[0], used[(args.num_steps + 1) // 2 - 1], used[-1]) == pytest.approx(
         (r["lr_step1"], r["lr_mid"], r["lr_last"]), rel=1e-12, abs=1e-18)
     assert used[188] == pytest.approx(args.lr) and used[187] < args.lr  # the warm-up ends at step 189
+
+
+@pytest.mark.slow  # a subprocess that imports torch and the script (about 10 s on 2 busy cores)
+def test_print_preset_shows_the_resolved_experiment(tmp_path):
+    """`--print-preset`: every field with its source, then P x G, the LR at steps 1 / mid / last and TF32; exit 0,
+    nothing built, nothing written."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    p = subprocess.run([sys.executable, os.path.join(REPO, "stage.py"), "--preset", "geneval_release", "--lr", "1e-6",
+                        "--print-preset"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = p.stdout.splitlines()
+    assert any(line.startswith("--lr-schedule") and "'linear'" in line and "(preset)" in line for line in lines)
+    assert any(line.startswith("--lr ") and "(command line)" in line for line in lines)
+    assert any(line.startswith("--prompts ") and "evaluation_metadata_flow_grpo.json" in line for line in lines)
+    assert "prompts x G = 8 x 8 = 64 images" in lines
+    assert "LR at step 1 / 800 / 1600: 1e-06 / 5.006e-07 / 6.25e-10" in lines and "TF32: on" in lines
+    assert os.listdir(tmp_path) == []  # no run directory

@@ -125,3 +125,16 @@ def test_metadata_errors_name_the_file_and_line(tmp_path):
         check_reward("geneval", load_prompts(str(txt)))
     with pytest.raises(ValueError, match=r"prompt row 1: .*count 'three'"):  # rows not read from a file
         check_reward("geneval_coco", [json.loads(good), json.loads(bad)])
+
+
+def test_class_names_from_the_ar_grpo_release_file(tmp_path):
+    """AR-GRPO's reward_utils/imagenet_names.py is read as it is (its dict literal parsed, never executed)."""
+    from common.llamagen import read_class_names
+
+    path = tmp_path / "imagenet_names.py"
+    path.write_text("IMAGENET_NAMES={0: 'tench, Tinca tinca',\n 2: 'great white shark',\n 1: 'goldfish'}\n"
+                    "raise SystemExit('never run')\n")
+    assert read_class_names(str(path)) == ["tench, Tinca tinca", "goldfish", "great white shark"]
+    (tmp_path / "other.py").write_text("NAMES = {}\n")
+    with pytest.raises(ValueError, match="no IMAGENET_NAMES"):
+        read_class_names(str(tmp_path / "other.py"))
