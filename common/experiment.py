@@ -40,7 +40,7 @@ def describe(args, preset: dict, explicit: set[str]) -> str:
         "# per optimizer step",
         f"prompts x G = {r['prompts_per_step']} x {r['group_size']} = {r['images_per_step']} images",
         f"steps: {r['num_steps']}; LR schedule: {args.lr_schedule} over {total} steps, warm-up {r['warmup_steps']}",
-        f"LR at step 1 / {(r["num_steps"] + 1) // 2} / {r['num_steps']}: "
+        f"LR at step 1 / {(r['num_steps'] + 1) // 2} / {r['num_steps']}: "
         f"{r['lr_step1']:.4g} / {r['lr_mid']:.4g} / {r['lr_last']:.4g}",
         f"TF32: {'on' if r['tf32'] else 'off'}",
     ]
