@@ -168,7 +168,8 @@ class Args:
     """recompute each transformer block's activations in the backward pass (less memory, slower update)"""
     # AR-GRPO-specific
     preset: Literal["toy", "c2i_paper", "c2i_release", "t2i_paper", "t2i_release"] = "toy"
-    """paper / release hyperparameters (PRESETS); flags given explicitly still win"""
+    """paper / release experiments (PRESETS); flags given explicitly still win; --print-preset prints the resolved
+    experiment and exits"""
     lambda_c: float = 1.0
     """λ_C: weight of the conditional-alignment reward r_C (Eq. 10)"""
     lambda_i: float = 1.0

@@ -178,7 +178,8 @@ class Args:
     """LlamaGen t2i: the T5 input around the caption ('<|t2i|>A photo of {}<|soi|>' = the GCPO release)"""
     preset: Literal["toy", "llamagen_hps", "janus1b_geneval", "janus1b_hps", "janus7b_geneval", "janus7b_hps",
                     "llamagen_hps_release", "janus1b_geneval_release", "janus1b_hps_release"] = "toy"
-    """the paper's experiments (App. A.1) or the release's scripts (*_release), PRESETS; explicit flags still win"""
+    """the paper's experiments (App. A.1) or the release's scripts (*_release), PRESETS; explicit flags still win;
+    --print-preset prints the resolved experiment and exits"""
 
 
 # Paper App. A.1 (max grad norm 1.0 everywhere; bf16 with fp32 master weights, the releases' DeepSpeed bf16).

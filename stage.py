@@ -164,7 +164,8 @@ class Args:
     """recompute each transformer block's activations in the backward pass (less memory, slower update)"""
     # STAGE-specific
     preset: Literal["toy", "geneval", "hps_mix", "ocr", "geneval_release", "hps_mix_release", "ocr_release"] = "toy"
-    """the paper's experiments (App. B.1) or the release's scripts (*_release), PRESETS; explicit flags still win"""
+    """the paper's experiments (App. B.1) or the release's scripts (*_release), PRESETS; explicit flags still win;
+    --print-preset prints the resolved experiment and exits"""
     reweight: bool = True
     """similarity-aware advantage reweighting Ã = M·A (Eqs. 5–8)"""
     kl_reweight: bool = True
