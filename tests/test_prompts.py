@@ -138,3 +138,23 @@ def test_class_names_from_the_ar_grpo_release_file(tmp_path):
     (tmp_path / "other.py").write_text("NAMES = {}\n")
     with pytest.raises(ValueError, match="no IMAGENET_NAMES"):
         read_class_names(str(tmp_path / "other.py"))
+
+
+def test_imagenet_prompts_from_the_devkit_meta(tmp_path, capsys):
+    """The devkit's meta.mat (synsets: WNID, num_children, num_train_images) instead of the 150 GB train folder:
+    leaf classes only, in sorted-WNID order, each id once per training image."""
+    import numpy as np
+    from scipy.io import savemat
+
+    from common.imagenet_prompts import main
+
+    fields = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("num_children", "O"), ("num_train_images", "O")]
+    synsets = np.array([(1, "n03", "c", 0, 2), (2, "n01", "a", 0, 3), (3, "n00", "inner node", 2, 5),
+                        (4, "n02", "b", 0, 1)], dtype=fields)
+    meta = tmp_path / "meta.mat"
+    savemat(str(meta), {"synsets": synsets})
+    out = tmp_path / "train_images.txt"
+    main(["--devkit-meta", str(meta), "--out", str(out)])
+    assert out.read_text().split() == ["0", "0", "0", "1", "2", "2"]  # n01 x3, n02 x1, n03 x2
+    with pytest.raises(SystemExit, match="not found"):
+        main(["--devkit-meta", str(tmp_path / "nope.mat")])
