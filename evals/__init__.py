@@ -49,8 +49,10 @@ PRESETS: dict[str, dict] = {
     # (test_t2i.py), GenEval 553 x 4 (the release's script samples at CFG 4.0: the paper's 2.0 is pinned here)
     "ar_grpo_t2i_geneval": dict(_AR_T2I, benchmark="geneval", prompts="data/geneval/evaluation_metadata.jsonl",
                                 detector="coco", dtype="bfloat16"),
-    # AR-GRPO §4.2 (Table 4): DrawBench, the same sampling; HPSv2.1 and CLIP score (B/32, as its reward)
-    "ar_grpo_t2i_drawbench": dict(_AR_T2I, benchmark="prefs", prompts="data/drawbench/prompts.txt",
+    # AR-GRPO §4.2 (Table 4): DrawBench as the release runs it (test_t2i_rewards_drawbench.sh): its
+    # benchmark/drawbench/drawbench_test_1000.json (200 prompts x 5 rows) x --sample_num 4 = 20 images per prompt;
+    # the same sampling; HPSv2.1 and CLIP score (B/32, as its reward)
+    "ar_grpo_t2i_drawbench": dict(_AR_T2I, benchmark="prefs", prompts="data/drawbench/drawbench_test_1000.json",
                                   metrics="hps,clip", dtype="bfloat16"),
 }
 
