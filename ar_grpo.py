@@ -56,6 +56,7 @@ import torch.distributed as dist
 from common.models import load_model
 from common.prompts import load_prompts
 from common.run import Run, cli, fail, load_eval_prompts
+from common.schedule import lr_factor
 from common.sampling import cond_repeat, sample, score
 from common.distributed import activation_checkpointing, gathered, mixed_precision, shard
 from common.utils import rollout_noise, seed_everything
@@ -92,6 +93,9 @@ class Args:
     dtype: Literal["float32", "bfloat16", "bfloat16-pure"] = "float32"
     """bfloat16: bf16 compute, fp32 master weights, gradients and AdamW state (the releases' DeepSpeed bf16);
     bfloat16-pure: everything in bf16 (an update below ~0.2% of a weight rounds away)"""
+    tf32: bool = False
+    """TF32 matmuls and cuDNN convolutions on Ampere+ GPUs (HF Trainer's `--tf32 true`, as the STAGE and GCPO-Janus
+    releases run); no effect on CPU"""
     prompts: str = "data/shapeworld/train.jsonl"
     """training prompts: .jsonl (GenEval metadata per line) or .txt (one prompt per line)"""
     align_rewards: tuple[str, ...] = ("geneval",)
@@ -143,10 +147,16 @@ class Args:
     """AdamW weight decay"""
     adam_betas: tuple[float, float] = (0.9, 0.999)
     """AdamW betas"""
-    lr_schedule: Literal["constant", "linear"] = "constant"
-    """learning rate: constant, or linear decay to 0 over lr_decay_steps (the releases' Trainer default)"""
+    lr_schedule: Literal["constant", "linear", "cosine_with_min_lr"] = "constant"
+    """learning rate: constant; linear decay to 0 over lr_decay_steps (the releases' Trainer default); or half a
+    cosine down to lr_min_ratio·lr (the GCPO LlamaGen release); common/schedule.py"""
     lr_decay_steps: int = 0
-    """linear schedule: steps until the LR reaches 0 (0 = num_steps; the releases: their epochs' length)"""
+    """length of the schedule: steps until linear reaches 0 or cosine its floor (0 = num_steps; the releases: their
+    epochs' length)"""
+    lr_warmup_ratio: float = 0.0
+    """linear warm-up from 0 over the first ceil(ratio·lr_decay_steps) steps (the GCPO LlamaGen release: 0.1)"""
+    lr_min_ratio: float = 0.0
+    """cosine_with_min_lr: the floor of the LR as a fraction of --lr (the GCPO LlamaGen release: 0.1)"""
     max_grad_norm: float = 1.0
     """gradient clipping norm"""
     micro_batch_size: int = 0
@@ -158,7 +168,8 @@ class Args:
     """recompute each transformer block's activations in the backward pass (less memory, slower update)"""
     # AR-GRPO-specific
     preset: Literal["toy", "c2i_paper", "c2i_release", "t2i_paper", "t2i_release"] = "toy"
-    """paper / release hyperparameters (PRESETS); flags given explicitly still win"""
+    """paper / release experiments (PRESETS); flags given explicitly still win; --print-preset prints the resolved
+    experiment and exits"""
     lambda_c: float = 1.0
     """λ_C: weight of the conditional-alignment reward r_C (Eq. 10)"""
     lambda_i: float = 1.0
@@ -179,7 +190,8 @@ PAPER_REWARDS = dict(align_rewards=("clip", "hps"), quality_reward="maniqa",
 PAPER = dict(PAPER_REWARDS, lr=1e-5, beta=0.1, group_size=8, prompts_per_step=8, cfg_scale=2.0,
              adam_betas=(0.9, 0.95), weight_decay=0.05)  # §4.1: AdamW (0.9, 0.95), wd 0.05, 64 images per step
 RELEASE = dict(PAPER_REWARDS, lr=1e-5, group_size=8, adam_betas=(0.9, 0.999), weight_decay=0.0,
-               lr_schedule="linear")  # run_*_train.sh: HF Trainer defaults, linear decay over 20 epochs (below)
+               lr_schedule="linear",  # run_*_train.sh: HF Trainer defaults, linear decay over 20 epochs (below)
+               tf32=False)  # run_*_train.sh pass no --tf32 (the Trainer's default leaves TF32 matmuls off)
 C2I_PROMPTS, T2I_PROMPTS = "data/imagenet/train_images.txt", "data/coco/coco_captions_30000.json"
 PRESETS = {"toy": {},
            "c2i_paper": dict(PAPER, model="llamagen-c2i-b", prompts=C2I_PROMPTS, num_steps=100),
@@ -297,6 +309,8 @@ if __name__ == "__main__":
 
     # TRY NOT TO MODIFY: seeding (same init on every rank; rollout noise seeded per (seed, step, group), not per rank)
     seed_everything(args.seed)
+    if args.tf32:  # TF32 matmuls and convolutions (Ampere+), as the Trainer's --tf32 true; CPU ignores it
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     # Mixed precision (--dtype bfloat16), as DeepSpeed's bf16 mode in the releases: the policy's parameters, their
     # gradients (so the DDP all-reduce) and AdamW's moments stay fp32; autocast runs the matmuls in bf16. FSDP2
     # does the same through its MixedPrecisionPolicy (bf16 all-gathers, fp32 reduce-scatter). The reference keeps
@@ -327,9 +341,9 @@ if __name__ == "__main__":
         model = torch.nn.parallel.DistributedDataParallel(policy) if ddp else policy
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=args.adam_betas, weight_decay=args.weight_decay)
-    decay_steps = args.lr_decay_steps or args.num_steps
-    decay = (lambda i: max(0.0, 1 - i / decay_steps)) if args.lr_schedule == "linear" else (lambda i: 1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+    # LR: --lr times the Trainer's schedule (constant, linear to 0, cosine to a floor; warm-up), common/schedule.py
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(
+        args.lr_schedule, args.lr_decay_steps or args.num_steps, args.lr_warmup_ratio, args.lr_min_ratio))
     # resume (or start) the run; metrics, checkpoints, SIGTERM/SIGINT, evaluation (common/run.py)
     run = Run(args, bk, optimizer, scheduler, train_prompts, eval_prompts, amp)
 

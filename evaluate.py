@@ -8,8 +8,10 @@
 Benchmarks (--benchmark): geneval (GenEval's per-tag table), ocr (edit-distance reward, exact match), prefs
 (HPSv2.1, CLIP score, MANIQA, Qwen judge: mean ± s.e.), imagenet (FID, IS, precision/recall).
 Presets (--preset, the papers' sampling recipes; explicit flags win): toy, stage_janus7b_geneval, stage_janus7b_ocr,
-gcpo_janus7b_geneval, gcpo_janus1b_geneval, ar_grpo_c2i, ar_grpo_t2i_geneval, ar_grpo_t2i_drawbench.
+gcpo_janus7b_geneval, gcpo_janus1b_geneval, ar_grpo_c2i, ar_grpo_c2i_release, ar_grpo_t2i_geneval,
+ar_grpo_t2i_drawbench.
 Per-image results go to <out>/<model>/results.rank*.jsonl as they are scored: run the same command again to resume.
+--export geneval / adm also writes the samples for GenEval's own scorer and OpenAI's FID suite (docs/evaluation.md).
 See docs/evaluation.md for each protocol and the command behind each paper table.
 """
 from __future__ import annotations
@@ -50,7 +52,7 @@ class Args:
     top_p: float = 1.0
     """top-p filtering (1 = off)"""
     dtype: str = "float32"
-    """policy dtype: float32 or bfloat16"""
+    """policy dtype: float32, bfloat16 or float16"""
     template: str = "train"
     """Janus-Pro prompt template (common/janus.py TEMPLATES)"""
     detector: str = "shapeworld"
@@ -65,6 +67,11 @@ class Args:
     """imagenet: resize images to this size before the Inception network (0 = keep)"""
     precision_recall: bool = False
     """imagenet: also precision and recall (k = 3) against the reference images"""
+    ocr_engine: str = "rapidocr"
+    """ocr: rapidocr (offline, PP-OCRv6 ONNX) or paddleocr (the STAGE release's engine; downloads its models)"""
+    export: str = ""
+    """also hand the samples to an official evaluator (comma-separated; implies --save-images): geneval (images/ in
+    GenEval's layout for its evaluate_images.py) or adm (samples.npz, arr_0 uint8 NxHxWx3, for OpenAI's FID suite)"""
     batch_size: int = 64
     """images sampled at once per rank"""
     out: str = ""

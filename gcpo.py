@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from common.models import load_model
 from common.prompts import load_prompts
 from common.run import Run, cli, fail, load_eval_prompts
+from common.schedule import lr_factor
 from common.sampling import cond_repeat, sample, score
 from common.distributed import activation_checkpointing, gathered, mixed_precision, shard
 from common.utils import rollout_noise, seed_everything
@@ -95,6 +96,9 @@ class Args:
     dtype: Literal["float32", "bfloat16", "bfloat16-pure"] = "float32"
     """bfloat16: bf16 compute, fp32 master weights, gradients and AdamW state (the releases' DeepSpeed bf16);
     bfloat16-pure: everything in bf16 (an update below ~0.2% of a weight rounds away)"""
+    tf32: bool = False
+    """TF32 matmuls and cuDNN convolutions on Ampere+ GPUs (HF Trainer's `--tf32 true`, as the STAGE and GCPO-Janus
+    releases run); no effect on CPU"""
     prompts: str = "data/shapeworld/train.jsonl"
     """training prompts: .jsonl (GenEval metadata per line) or .txt (one prompt per line)"""
     reward: str = "geneval"
@@ -142,10 +146,16 @@ class Args:
     """AdamW weight decay"""
     adam_betas: tuple[float, float] = (0.9, 0.999)
     """AdamW betas"""
-    lr_schedule: Literal["constant", "linear"] = "constant"
-    """learning rate: constant, or linear decay to 0 over lr_decay_steps (the releases' Trainer default)"""
+    lr_schedule: Literal["constant", "linear", "cosine_with_min_lr"] = "constant"
+    """learning rate: constant; linear decay to 0 over lr_decay_steps (the releases' Trainer default); or half a
+    cosine down to lr_min_ratio·lr (the GCPO LlamaGen release); common/schedule.py"""
     lr_decay_steps: int = 0
-    """linear schedule: steps until the LR reaches 0 (0 = num_steps; the releases: their epochs' length)"""
+    """length of the schedule: steps until linear reaches 0 or cosine its floor (0 = num_steps; the releases: their
+    epochs' length)"""
+    lr_warmup_ratio: float = 0.0
+    """linear warm-up from 0 over the first ceil(ratio·lr_decay_steps) steps (the GCPO LlamaGen release: 0.1)"""
+    lr_min_ratio: float = 0.0
+    """cosine_with_min_lr: the floor of the LR as a fraction of --lr (the GCPO LlamaGen release: 0.1)"""
     max_grad_norm: float = 1.0
     """gradient clipping norm"""
     micro_batch_size: int = 0
@@ -166,19 +176,23 @@ class Args:
     """embeddings the group similarity compares: 'codebook' (VQ vectors) or 'input' (bk.input_embeds, Janus)"""
     t5_template: str = "{}"
     """LlamaGen t2i: the T5 input around the caption ('<|t2i|>A photo of {}<|soi|>' = the GCPO release)"""
-    preset: Literal["toy", "llamagen_hps", "janus1b_geneval", "janus1b_hps", "janus7b_geneval", "janus7b_hps"] = "toy"
-    """paper hyperparameters (App. A.1, PRESETS); flags given explicitly still win"""
+    preset: Literal["toy", "llamagen_hps", "janus1b_geneval", "janus1b_hps", "janus7b_geneval", "janus7b_hps",
+                    "llamagen_hps_release", "janus1b_geneval_release", "janus1b_hps_release"] = "toy"
+    """the paper's experiments (App. A.1) or the release's scripts (*_release), PRESETS; explicit flags still win;
+    --print-preset prints the resolved experiment and exits"""
 
 
 # Paper App. A.1 (max grad norm 1.0 everywhere; bf16 with fp32 master weights, the releases' DeepSpeed bf16).
-# prompts_per_step = prompts/device x accumulation x 4 GPUs (the release scripts); micro_batch_size = one device's
-# images per micro-step. GenEval is the binary correctness (the Janus release), our "geneval_coco_strict".
-# Each preset also names its training prompts (common/prompts.py SOURCES says how to get each file) and its
-# evaluation: GenEval's 553 prompts x 4 images with the real detector before and after training for the GenEval
+# prompts_per_step = A.1's batch size x accumulation x 4 GPUs (the Janus release scripts' prompts per device; A.1
+# names no GPU count and no LR schedule: constant here, TF32 off); micro_batch_size = one device's images per
+# micro-step. GenEval is the binary correctness (the Janus release), our "geneval_coco_strict".
+# Each preset also names its training prompts (the release's files; common/prompts.py SOURCES says how to get them)
+# and its evaluation: GenEval's 553 prompts x 4 images with the real detector before and after training for the GenEval
 # presets; none for HPS (the paper scores it after training on its own benchmark).
 _A1 = ("model", "reward", "lr", "beta", "group_size", "cfg_scale", "prompts_per_step", "micro_batch_size",
        "num_steps", "weight_clip")
-_GENEVAL = dict(prompts="data/geneval/train.jsonl", eval_prompts="data/geneval/evaluation_metadata.jsonl",
+_GENEVAL = dict(prompts="data/geneval/geneval_train_metadata.jsonl",
+                eval_prompts="data/geneval/evaluation_metadata.jsonl",
                 eval_detector="coco", eval_samples=4)
 _JANUS_HPS = dict(prompts="data/hps/hps_train_metadata.json", eval_prompts="")
 _LLAMAGEN_HPS = dict(prompts="data/hps/train_data.json", eval_prompts="", t5_template="<|t2i|>A photo of {}<|soi|>")
@@ -191,6 +205,20 @@ PRESETS = {"toy": {}} | {n: dict(zip(_A1, row), dtype="bfloat16", max_grad_norm=
     "janus7b_geneval": (("janus-pro-7b", "geneval_coco_strict", 3e-6, 0.01, 4, 5.0, 8, 8, 1600, 0.6), _GENEVAL),
     "janus7b_hps":     (("janus-pro-7b", "hps", 1e-6, 0.01, 8, 5.0, 16, 32, 1600, 1.0), _JANUS_HPS),
 }.items()}
+# The release's scripts where they differ from A.1 (it ships scripts for Janus-Pro-1B and LlamaGen only).
+# Janus (janus/src/scripts/run_gcpo_{geneval,hps}.sh): 4 GPUs x 2 prompts x G 4 = A.1, --max_steps 1600, no
+# lr_scheduler_type (the Trainer's linear decay to 0), --tf32 true; gcpo_trainer.py hard-codes the weight clip 0.5
+# and does not detach w. LlamaGen (llamaGen/simpar/configs/config_grpo_hps.yaml, trl/trainer/gcpo_llama_trainer.py):
+# per_device_train_batch_size 16 counts completions, so 16 x 4 processes / G 8 = 8 prompts per step; one epoch of the
+# 15,000 captions = 1875 steps; cosine_with_min_lr (min_lr_rate 0.1) after warmup_ratio 0.1; no --tf32 (off).
+_JANUS_RELEASE = dict(lr_schedule="linear", tf32=True, weight_clip=0.5, detach_weight=False)
+PRESETS |= {
+    "llamagen_hps_release": dict(PRESETS["llamagen_hps"], prompts_per_step=8, micro_batch_size=16, num_steps=1875,
+                                 lr_schedule="cosine_with_min_lr", lr_min_ratio=0.1, lr_warmup_ratio=0.1,
+                                 detach_weight=False),
+    "janus1b_geneval_release": dict(PRESETS["janus1b_geneval"], **_JANUS_RELEASE),
+    "janus1b_hps_release": dict(PRESETS["janus1b_hps"], **_JANUS_RELEASE),
+}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -319,6 +347,8 @@ if __name__ == "__main__":
 
     # TRY NOT TO MODIFY: seeding (same init on every rank; rollout noise seeded per (seed, step, group), not per rank)
     seed_everything(args.seed)
+    if args.tf32:  # TF32 matmuls and convolutions (Ampere+), as the Trainer's --tf32 true; CPU ignores it
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     # Mixed precision (--dtype bfloat16), as DeepSpeed's bf16 mode in the releases: the policy's parameters, their
     # gradients (so the DDP all-reduce) and AdamW's moments stay fp32; autocast runs the matmuls in bf16. FSDP2
     # does the same through its MixedPrecisionPolicy (bf16 all-gathers, fp32 reduce-scatter). The reference keeps
@@ -355,9 +385,9 @@ if __name__ == "__main__":
         model = torch.nn.parallel.DistributedDataParallel(policy) if ddp else policy
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=args.adam_betas, weight_decay=args.weight_decay)
-    decay_steps = args.lr_decay_steps or args.num_steps
-    decay = (lambda i: max(0.0, 1 - i / decay_steps)) if args.lr_schedule == "linear" else (lambda i: 1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+    # LR: --lr times the Trainer's schedule (constant, linear to 0, cosine to a floor; warm-up), common/schedule.py
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(
+        args.lr_schedule, args.lr_decay_steps or args.num_steps, args.lr_warmup_ratio, args.lr_min_ratio))
     # resume (or start) the run; metrics, checkpoints, SIGTERM/SIGINT, evaluation (common/run.py)
     run = Run(args, bk, optimizer, scheduler, train_prompts, eval_prompts, amp)
 

@@ -32,7 +32,8 @@ STAGE choices (the default is the paper; docs/stage.md, "Paper vs released code"
 7. --release-mask-normalisation: Σ M·A·ρ / (ΣM + 1e-6) per group (= per GPU in the release, averaged over GPUs);
    --release-entropy-centring: λ·top·(R_ent − mean_top R_ent), a no-op when the top sample is unique.
 8. Entropies use the log-probs' distribution, π_θ's before the update; the entropy reward builds π_ref even when
-   β = 0. Constant LR (release: linear decay). The release's gradient accumulation 2 is --prompts-per-step 16.
+   β = 0. Constant LR (the paper states no schedule); the release decays it linearly to 0 and runs TF32: the
+   `*_release` presets. The release's gradient accumulation 2 is --prompts-per-step 16.
 
 Run:
     python stage.py                                          # STAGE on the ShapeWorld toy, CPU, minutes
@@ -55,6 +56,7 @@ import torch.distributed as dist
 from common.models import load_model
 from common.prompts import load_prompts
 from common.run import Run, cli, fail, load_eval_prompts
+from common.schedule import lr_factor
 from common.sampling import cond_repeat, sample, score
 from common.distributed import activation_checkpointing, gathered, mixed_precision, shard
 from common.utils import rollout_noise, seed_everything
@@ -91,6 +93,9 @@ class Args:
     dtype: Literal["float32", "bfloat16", "bfloat16-pure"] = "float32"
     """bfloat16: bf16 compute, fp32 master weights, gradients and AdamW state (the releases' DeepSpeed bf16);
     bfloat16-pure: everything in bf16 (an update below ~0.2% of a weight rounds away)"""
+    tf32: bool = False
+    """TF32 matmuls and cuDNN convolutions on Ampere+ GPUs (HF Trainer's `--tf32 true`, as the STAGE and GCPO-Janus
+    releases run); no effect on CPU"""
     prompts: str = "data/shapeworld/train.jsonl"
     """training prompts: .jsonl (GenEval metadata per line) or .txt (one prompt per line)"""
     reward: str = "geneval"
@@ -138,10 +143,16 @@ class Args:
     """AdamW weight decay"""
     adam_betas: tuple[float, float] = (0.9, 0.999)
     """AdamW betas"""
-    lr_schedule: Literal["constant", "linear"] = "constant"
-    """learning rate: constant, or linear decay to 0 over lr_decay_steps (the releases' Trainer default)"""
+    lr_schedule: Literal["constant", "linear", "cosine_with_min_lr"] = "constant"
+    """learning rate: constant; linear decay to 0 over lr_decay_steps (the releases' Trainer default); or half a
+    cosine down to lr_min_ratio·lr (the GCPO LlamaGen release); common/schedule.py"""
     lr_decay_steps: int = 0
-    """linear schedule: steps until the LR reaches 0 (0 = num_steps; the releases: their epochs' length)"""
+    """length of the schedule: steps until linear reaches 0 or cosine its floor (0 = num_steps; the releases: their
+    epochs' length)"""
+    lr_warmup_ratio: float = 0.0
+    """linear warm-up from 0 over the first ceil(ratio·lr_decay_steps) steps (the GCPO LlamaGen release: 0.1)"""
+    lr_min_ratio: float = 0.0
+    """cosine_with_min_lr: the floor of the LR as a fraction of --lr (the GCPO LlamaGen release: 0.1)"""
     max_grad_norm: float = 1.0
     """gradient clipping norm"""
     micro_batch_size: int = 0
@@ -152,8 +163,9 @@ class Args:
     activation_checkpointing: bool = False
     """recompute each transformer block's activations in the backward pass (less memory, slower update)"""
     # STAGE-specific
-    preset: Literal["toy", "geneval", "hps_mix", "ocr"] = "toy"
-    """paper hyperparameters (App. B.1, PRESETS); flags given explicitly still win"""
+    preset: Literal["toy", "geneval", "hps_mix", "ocr", "geneval_release", "hps_mix_release", "ocr_release"] = "toy"
+    """the paper's experiments (App. B.1) or the release's scripts (*_release), PRESETS; explicit flags still win;
+    --print-preset prints the resolved experiment and exits"""
     reweight: bool = True
     """similarity-aware advantage reweighting Ã = M·A (Eqs. 5–8)"""
     kl_reweight: bool = True
@@ -169,20 +181,25 @@ class Args:
 
 
 # App. B.1: Janus-Pro-7B, G = 8, 8 prompts per step, CFG 5, 1600 steps; bf16 with fp32 master weights (the release's
-# DeepSpeed bf16). Each preset is a whole experiment: its training prompts (common/prompts.py SOURCES says how to get
-# each file), its reward, and its evaluation (GenEval's 553 prompts x 4 images with the real detector, before and
-# after training; the paper scores HPS-mix and OCR on their own benchmarks after training, outside this loop).
+# DeepSpeed bf16). Each preset is a whole experiment: its training prompts (the release's own files, which
+# common/prompts.py SOURCES says how to get), its reward, and its evaluation (GenEval's 553 prompts x 4 images with the
+# real detector, before and after training; the paper scores HPS-mix and OCR on their own benchmarks after training).
+# The paper states no LR schedule and no TF32; the release's scripts (src/scripts/run_training_{geneval,hps,ocr}.py:
+# 8 GPUs x 1 prompt x G 8, no lr_scheduler_type = the Trainer's linear decay to 0 over --max_steps 1600, --tf32 true)
+# and its trainer's loss (mask normalisation, entropy centring: docs/stage.md) are the *_release presets.
 JANUS = dict(model="janus-pro-7b", dtype="bfloat16", cfg_scale=5.0, group_size=8, prompts_per_step=8, num_steps=1600,
              eval_prompts="")
+RELEASE = dict(lr_schedule="linear", tf32=True, release_mask_normalisation=True, release_entropy_centring=True)
 PRESETS = {"toy": {},
            "geneval": dict(JANUS, reward="geneval_coco", lr=5e-6, beta=0.03, entropy_reward=True,
-                           prompts="data/geneval/stage_train.jsonl",
+                           prompts="data/geneval/evaluation_metadata_flow_grpo.json",
                            eval_prompts="data/geneval/evaluation_metadata.jsonl", eval_detector="coco", eval_samples=4),
            "hps_mix": dict(JANUS, reward="hps_git_gdino", lr=1e-6, beta=0.01, entropy_reward=False,
                            prompts="data/t2i_r1/geneval_and_t2i_data_final.json",
                            prompts_per_step=16),  # the release's 8 prompts x gradient accumulation 2
            "ocr": dict(JANUS, reward="ocr", lr=1e-6, beta=0.01, entropy_reward=False,
                        prompts="data/ocr/train_ocr_tag.json")}
+PRESETS |= {f"{name}_release": dict(PRESETS[name], **RELEASE) for name in ("geneval", "hps_mix", "ocr")}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -310,6 +327,8 @@ if __name__ == "__main__":
 
     # TRY NOT TO MODIFY: seeding (same init on every rank; rollout noise seeded per (seed, step, group), not per rank)
     seed_everything(args.seed)
+    if args.tf32:  # TF32 matmuls and convolutions (Ampere+), as the Trainer's --tf32 true; CPU ignores it
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     # Mixed precision (--dtype bfloat16), as DeepSpeed's bf16 mode in the releases: the policy's parameters, their
     # gradients (so the DDP all-reduce) and AdamW's moments stay fp32; autocast runs the matmuls in bf16. FSDP2
     # does the same through its MixedPrecisionPolicy (bf16 all-gathers, fp32 reduce-scatter). The reference keeps
@@ -336,9 +355,9 @@ if __name__ == "__main__":
         model = torch.nn.parallel.DistributedDataParallel(policy) if ddp else policy
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, betas=args.adam_betas, weight_decay=args.weight_decay)
-    decay_steps = args.lr_decay_steps or args.num_steps
-    decay = (lambda i: max(0.0, 1 - i / decay_steps)) if args.lr_schedule == "linear" else (lambda i: 1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
+    # LR: --lr times the Trainer's schedule (constant, linear to 0, cosine to a floor; warm-up), common/schedule.py
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(
+        args.lr_schedule, args.lr_decay_steps or args.num_steps, args.lr_warmup_ratio, args.lr_min_ratio))
     # resume (or start) the run; metrics, checkpoints, SIGTERM/SIGINT, evaluation (common/run.py)
     run = Run(args, bk, optimizer, scheduler, train_prompts, eval_prompts, amp)
 

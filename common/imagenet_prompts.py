@@ -7,8 +7,13 @@ indices of the synset folders in sorted order (torchvision's ImageFolder / Datas
 LlamaGen's class-conditional checkpoints were trained with). `data/imagenet/class_ids.txt` (0..999 once
 each) is the uniform alternative.
 
+The counts come from the ImageNet train folder, or, without its 150 GB, from the ILSVRC2012 devkit's
+`data/meta.mat` (2.5 MB, ILSVRC2012_devkit_t12.tar.gz from image-net.org): its `synsets` records hold each class's
+WNID and `num_train_images`. The project ships no counts: they are not in any of the three releases.
+
 CLI:
     python -m common.imagenet_prompts --train-dir IMAGENET/train --out data/imagenet/train_images.txt
+    python -m common.imagenet_prompts --devkit-meta DEVKIT/data/meta.mat --out data/imagenet/train_images.txt
 """
 from __future__ import annotations
 
@@ -30,6 +35,23 @@ def class_counts(train_dir: str) -> list[tuple[str, int]]:
                     if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))) for f in folders]
 
 
+def devkit_counts(meta_path: str) -> list[tuple[str, int]]:
+    """[(WNID, num_train_images)] of the 1000 leaf classes (num_children 0) of the devkit's meta.mat, in class-index
+    (sorted WNID) order."""
+    from scipy.io import loadmat
+
+    if not os.path.isfile(meta_path):
+        raise FileNotFoundError(f"--devkit-meta {meta_path}: not found (ILSVRC2012_devkit_t12/data/meta.mat)")
+    try:
+        synsets = loadmat(meta_path, squeeze_me=True)["synsets"]
+        rows = [(str(w), int(n)) for w, c, n in zip(synsets["WNID"], synsets["num_children"],
+                                                      synsets["num_train_images"]) if int(c) == 0]
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"--devkit-meta {meta_path}: not the ILSVRC2012 devkit's meta.mat (synsets with WNID, "
+                         f"num_children, num_train_images): {e}") from None
+    return sorted(rows)
+
+
 def write_prompts(counts: list[tuple[str, int]], out: str) -> int:
     """Write class index i once per image of class i (atomically). -> number of lines."""
     from common.utils import write_atomic
@@ -45,11 +67,13 @@ def write_prompts(counts: list[tuple[str, int]], out: str) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="one class id per ImageNet training image (AR-GRPO's c2i prompt draw)")
-    p.add_argument("--train-dir", required=True, help="ImageNet-1k train/ folder with one sub-folder per synset")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--train-dir", help="ImageNet-1k train/ folder with one sub-folder per synset")
+    src.add_argument("--devkit-meta", help="the ILSVRC2012 devkit's data/meta.mat (its num_train_images per class)")
     p.add_argument("--out", default="data/imagenet/train_images.txt")
     args = p.parse_args(argv)
     try:
-        counts = class_counts(args.train_dir)
+        counts = class_counts(args.train_dir) if args.train_dir else devkit_counts(args.devkit_meta)
         n = write_prompts(counts, args.out)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")

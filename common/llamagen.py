@@ -626,9 +626,25 @@ LLAMAGEN_CHECKPOINTS = {
 }
 
 
+IMAGENET_NAMES_SOURCE = ("the AR-GRPO release's reward_utils/imagenet_names.py (https://github.com/Kwai-Klear/AR-GRPO/"
+                         "raw/main/reward_utils/imagenet_names.py), read as it is")
+
+
 def read_class_names(path: str) -> list[str]:
     """Class names in class-index order: a .txt with one name per line (ImageNet names contain commas,
-    e.g. "tench, Tinca tinca"), or a .json list of names / dict {index: name or [wnid, name]}."""
+    e.g. "tench, Tinca tinca"), a .json list of names / dict {index: name or [wnid, name]}, or the AR-GRPO
+    release's reward_utils/imagenet_names.py (its `IMAGENET_NAMES = {0: 'tench, Tinca tinca', ...}` literal, parsed,
+    never run)."""
+    if path.endswith(".py"):
+        import ast
+
+        with open(path) as f:
+            tree = ast.parse(f.read(), path)
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "IMAGENET_NAMES" for t in node.targets):
+                data = ast.literal_eval(node.value)
+                return [data[k] for k in sorted(data)]
+        raise ValueError(f"{path}: no IMAGENET_NAMES = {{index: name}} literal (as in {IMAGENET_NAMES_SOURCE})")
     if path.endswith(".json"):
         with open(path) as f:
             data = json.load(f)
@@ -655,7 +671,8 @@ def official_files(name: str, weights_dir: str | None = None) -> dict[str, str]:
                                 f"folder that holds them); download: {urls}")
     if ck.task == "c2i" and not os.path.isfile(names_path):
         raise FileNotFoundError(f"{name} needs the 1000 ImageNet class names, one per line in class-index order, in "
-                                f"{names_path} (or set ${CLASS_NAMES_ENV} to such a file)")
+                                f"{names_path} (or set ${CLASS_NAMES_ENV} to such a file, or to "
+                                f"{IMAGENET_NAMES_SOURCE})")
     files = {"gpt": os.path.join(folder, ck.gpt_file), "vq": os.path.join(folder, ck.vq_file)}
     if ck.task == "t2i":
         return {**files, "t5": os.path.join(folder, T5_DIR)}

@@ -195,8 +195,11 @@ def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
     """Build a backend by name. 'tiny' = random weights (tests); 'toy' = shipped ShapeWorld weights.
     A directory path holding config.json + *.safetensors (as written by `save`) also works.
     Janus-Pro names or directories go to common.janus.load_janus (janus_kwargs: template, download)."""
+    from common.convert_janus import deepseek_layout_message, is_deepseek_janus_dir
     from common.janus import is_janus_dir, load_janus  # torch only; transformers is imported when building one
 
+    if os.path.isdir(name) and is_deepseek_janus_dir(name):  # a released STAGE / GCPO checkpoint: convert it first
+        raise ValueError(deepseek_layout_message(name))
     if name in JANUS_MODELS or (os.path.isdir(name) and is_janus_dir(name)):
         return load_janus(name, device, dtype, **janus_kwargs)
     if name in LLAMAGEN_CHECKPOINTS:

@@ -6,7 +6,9 @@
 An object without "prompt" but with "caption" (LlamaGen's `train_data.json`) uses the caption as its prompt, and one
 with "conversations" (AR-GRPO's `coco_captions_30000.json`) the first turn's "value".
 
-The presets name their files under data/; SOURCES says how to get each one, and a missing one is reported with it.
+The presets name their files under data/, each the release's own file where the release ships one; SOURCES names
+the file's path in its release and its download address (or how to make a fallback), and a missing file is
+reported with it.
 """
 
 from __future__ import annotations
@@ -17,24 +19,36 @@ import os
 EXTENSIONS = (".jsonl", ".json", ".txt")
 
 _GENEVAL_EVAL = "data/geneval/evaluation_metadata.jsonl"
-SOURCES = {  # files the presets name -> how to make or fetch them
+_STAGE = "https://github.com/krennic999/STAGE/raw/main/"
+_GCPO = "https://github.com/zghhui/GCPO/raw/master/"
+_AR_GRPO = "https://github.com/Kwai-Klear/AR-GRPO/raw/main/"
+SOURCES = {  # files the presets name -> where the release keeps them (download it as the preset names it), or how
+    # to make a fallback
     _GENEVAL_EVAL: "download GenEval's prompts/evaluation_metadata.jsonl (553 prompts, github.com/djghosh13/geneval)",
-    "data/geneval/stage_train.jsonl": "python -m common.coco_prompts --n 50000 --ratio stage --exclude "
-                                      f"{_GENEVAL_EVAL} --out data/geneval/stage_train.jsonl (STAGE App. B.1 ratio)",
-    "data/geneval/train.jsonl": "Flow-GRPO's 50k GenEval training metadata, or: python -m common.coco_prompts --n "
-                                f"50000 --ratio uniform --exclude {_GENEVAL_EVAL} --out data/geneval/train.jsonl",
-    "data/t2i_r1/geneval_and_t2i_data_final.json": "the STAGE / T2I-R1 release's geneval_and_t2i_data_final.json "
-                                                    "(7223 rows with task_type, nouns, spatial_info, numeracy_info)",
-    "data/ocr/train_ocr_tag.json": "the STAGE release's train_ocr_tag.json (Flow-GRPO's ~20k OCR training prompts, "
-                                   "each with its target text in double quotes)",
-    "data/hps/hps_train_metadata.json": "a JSON list of {\"prompt\": ...} (GCPO's Janus HPS training prompts; the file "
-                                        "is not in its public release: HPDv2's training prompts are the usual choice)",
-    "data/hps/train_data.json": "the GCPO release's llamaGen/data/train_data.json (15,000 {\"caption\": ...} rows)",
-    "data/coco/coco_captions_30000.json": "the AR-GRPO release's dataset/coco_captions_30000.json (30k COCO captions)",
-    "data/ocr/test_ocr.txt": "Flow-GRPO's OCR test prompts (its dataset/ocr/test.txt, 1018 lines, each quoting the "
-                             "text to render)",
+    "data/geneval/evaluation_metadata_flow_grpo.json": f"the STAGE release's data/janus_geneval_prompts/"
+        f"evaluation_metadata_flow_grpo.json ({_STAGE}data/janus_geneval_prompts/evaluation_metadata_flow_grpo.json); "
+        "fallback: python -m common.coco_prompts --n 50000 --ratio stage --exclude "
+        f"{_GENEVAL_EVAL} --out data/geneval/evaluation_metadata_flow_grpo.json (App. B.1's tag ratio)",
+    "data/geneval/geneval_train_metadata.jsonl": f"the GCPO release's janus/data/geneval_train_metadata.jsonl "
+        f"({_GCPO}janus/data/geneval_train_metadata.jsonl); fallback: python -m common.coco_prompts --n 50000 "
+        f"--ratio uniform --exclude {_GENEVAL_EVAL} --out data/geneval/geneval_train_metadata.jsonl",
+    "data/t2i_r1/geneval_and_t2i_data_final.json": f"the STAGE release's data/geneval_and_t2i_data_final.json "
+        f"({_STAGE}data/geneval_and_t2i_data_final.json, 7223 rows with task_type, nouns, spatial_info, numeracy_info)",
+    "data/ocr/train_ocr_tag.json": f"the STAGE release's data/train_ocr_tag.json ({_STAGE}data/train_ocr_tag.json: "
+        "Flow-GRPO's ~20k OCR training prompts, each with its target text in double quotes)",
+    "data/hps/hps_train_metadata.json": f"the GCPO release's janus/data/hps_train_metadata.json "
+        f"({_GCPO}janus/data/hps_train_metadata.json, rows with a \"prompt\")",
+    "data/hps/train_data.json": f"the GCPO release's llamaGen/data/train_data.json ({_GCPO}llamaGen/data/"
+        "train_data.json, 15,000 {\"caption\": ...} rows)",
+    "data/coco/coco_captions_30000.json": f"the AR-GRPO release's dataset/coco_captions_30000.json "
+        f"({_AR_GRPO}dataset/coco_captions_30000.json, 30k COCO captions)",
+    "data/ocr/test_ocr.txt": f"the STAGE release's data/test_ocr.txt ({_STAGE}data/test_ocr.txt: Flow-GRPO's OCR "
+        "test prompts, 1018 lines, each quoting the text to render)",
+    "data/drawbench/drawbench_test_1000.json": f"the AR-GRPO release's benchmark/drawbench/drawbench_test_1000.json "
+        f"({_AR_GRPO}benchmark/drawbench/drawbench_test_1000.json: DrawBench's 200 prompts x 5 rows)",
     "data/drawbench/prompts.txt": "DrawBench's 200 prompts (Imagen, Saharia et al. 2022), one per line",
-    "data/imagenet/train_images.txt": "python -m common.imagenet_prompts --train-dir IMAGENET/train --out "
+    "data/imagenet/train_images.txt": "python -m common.imagenet_prompts --devkit-meta DEVKIT/data/meta.mat (the "
+                                      "ILSVRC2012 devkit's, 2.5 MB) or --train-dir IMAGENET/train, --out "
                                       "data/imagenet/train_images.txt (one class id per training image)",
 }
 

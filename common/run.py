@@ -29,6 +29,7 @@ from tqdm import tqdm
 from common import checkpoint, evaluation
 from common.cli import parse
 from common.distributed import gathered
+from common.convert_janus import deepseek_layout_message, is_deepseek_janus_dir
 from common.models import MODELS
 from common.prompts import load_prompts
 from common.utils import Logger, import_wandb, make_generator, save_image_grid
@@ -57,6 +58,8 @@ RANGES: dict[str, tuple[Callable, str]] = {
     "sample_chunk": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 = the whole batch)"),
     "lr": (lambda v: _num(v) and v > 0, "a number > 0"),
     "lr_decay_steps": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 = --num-steps)"),
+    "lr_warmup_ratio": (lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1) (0 = no warm-up)"),
+    "lr_min_ratio": (lambda v: _num(v) and 0 <= v <= 1, "a number in [0, 1] (the cosine's floor / --lr)"),
     "weight_decay": (lambda v: _num(v) and v >= 0, "a number >= 0"),
     "adam_betas": (lambda v: len(v) == 2 and all(_num(b) and 0 <= b < 1 for b in v), "two numbers in [0, 1)"),
     "max_grad_norm": (lambda v: _num(v) and v > 0, "a number > 0"),
@@ -104,14 +107,25 @@ def run_dir(args) -> str:
 
 def cli(args_cls, presets: dict | None = None):
     """The command line parsed into `args_cls` and checked (see the module docstring); fails in one line.
-    args.resume comes back resolved to the checkpoint's step directory."""
+    args.resume comes back resolved to the checkpoint's step directory. `--print-preset` prints the resolved
+    experiment (common/experiment.py) and exits 0 without building or writing anything."""
+    show = "--print-preset" in sys.argv[1:]
+    if show:
+        sys.argv = [a for a in sys.argv if a != "--print-preset"]
     args = parse(args_cls)
     if presets and args.preset != "toy":  # parse again with the preset's values as defaults, so explicit flags win
         args = parse(args_cls, default=replace(args_cls(), **presets[args.preset]))
     if problem := check_args(args):
         fail(problem)
+    if show:
+        from common.experiment import describe, explicit_fields
+
+        print(describe(args, (presets or {}).get(args.preset, {}), explicit_fields(args_cls, sys.argv[1:])))
+        sys.exit(0)
     if args.model not in MODELS and not os.path.isdir(args.model):
         fail(f"unknown model {args.model!r}; known: {', '.join(MODELS)} or a weights directory")
+    if os.path.isdir(args.model) and is_deepseek_janus_dir(args.model):  # before the run directory is made
+        fail(deepseek_layout_message(args.model))
     try:
         if args.track:
             import_wandb()

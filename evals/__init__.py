@@ -39,12 +39,20 @@ PRESETS: dict[str, dict] = {
     # 384 outputs resized to 256 for FID/IS (the release's test.py: seed 0)
     "ar_grpo_c2i": dict(model="llamagen-c2i-xl", benchmark="imagenet", prompts="data/imagenet/class_ids.txt",
                         cfg_scale=2.0, temperature=1.0, top_k=0, n=50, seed=0, eval_size=256, dtype="bfloat16"),
+    # the AR-GRPO release's ImageNet protocol (test.py, test.sh, collect_fid.sh, fid_evaluation.py): the same
+    # sampling (seed 0, CFG 2.0, top-k 0, top-p 1, 50 per class) in fp16, samples kept at native 384 px, truncated to
+    # uint8 and handed to OpenAI's TensorFlow evaluator as one .npz against VIRTUAL_imagenet256_labeled.npz
+    "ar_grpo_c2i_release": dict(model="llamagen-c2i-xl", benchmark="imagenet", prompts="data/imagenet/class_ids.txt",
+                                cfg_scale=2.0, temperature=1.0, top_k=0, top_p=1.0, n=50, seed=0, eval_size=0,
+                                dtype="float16", export="adm"),
     # AR-GRPO §4.2 (Table 3): LlamaGen t2i XL-256 stage I, CFG 2 ("train and inference 2.0"), top-k 2000
     # (test_t2i.py), GenEval 553 x 4 (the release's script samples at CFG 4.0: the paper's 2.0 is pinned here)
     "ar_grpo_t2i_geneval": dict(_AR_T2I, benchmark="geneval", prompts="data/geneval/evaluation_metadata.jsonl",
                                 detector="coco", dtype="bfloat16"),
-    # AR-GRPO §4.2 (Table 4): DrawBench, the same sampling; HPSv2.1 and CLIP score (B/32, as its reward)
-    "ar_grpo_t2i_drawbench": dict(_AR_T2I, benchmark="prefs", prompts="data/drawbench/prompts.txt",
+    # AR-GRPO §4.2 (Table 4): DrawBench as the release runs it (test_t2i_rewards_drawbench.sh): its
+    # benchmark/drawbench/drawbench_test_1000.json (200 prompts x 5 rows) x --sample_num 4 = 20 images per prompt;
+    # the same sampling; HPSv2.1 and CLIP score (B/32, as its reward)
+    "ar_grpo_t2i_drawbench": dict(_AR_T2I, benchmark="prefs", prompts="data/drawbench/drawbench_test_1000.json",
                                   metrics="hps,clip", dtype="bfloat16"),
 }
 

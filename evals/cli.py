@@ -11,12 +11,13 @@ import sys
 import torch
 
 import evals
-from evals import runner
+from evals import official, runner
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # fields that change what is generated or how it is scored (the output folder's name hashes them)
 PINNED = ("benchmark", "prompts", "n", "seed", "cfg_scale", "temperature", "top_k", "top_p", "dtype", "template",
-          "detector", "metrics", "eval_size", "ref_stats", "precision_recall")  # not: batch size, ranks, out
+          "detector", "metrics", "eval_size", "ref_stats", "precision_recall",
+          "ocr_engine")  # not: batch size, ranks, out, export
 
 
 def fail(msg: str):
@@ -71,6 +72,7 @@ def main(args) -> dict[str, dict]:
                 raise ValueError(f"{flag} {value}: must be >= 1")
         if args.dtype not in DTYPES:
             raise ValueError(f"--dtype {args.dtype!r}: choose {' or '.join(DTYPES)}")
+        exports = official.parse(args.export)
         args.prompts = args.prompts or bench.DEFAULT_PROMPTS
         rows = load_prompts(args.prompts)
         bench.check(rows, args)
@@ -82,7 +84,7 @@ def main(args) -> dict[str, dict]:
         fail(str(e).splitlines()[0])
 
     rank, world_size, device = _distributed(args.device)
-    config = {k: getattr(args, k) for k in PINNED}
+    config = {k: getattr(args, k) for k in PINNED if k != "ocr_engine" or args.benchmark == "ocr"}  # old runs resume
     out_root = args.out or os.path.join("runs", "eval", f"{args.benchmark}-"
                                         f"{hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]}")
     try:
@@ -110,7 +112,7 @@ def main(args) -> dict[str, dict]:
         records, arrays, images, captions = runner.run(
             bk, rows, scorer, out, n=args.n, seed=args.seed, cfg_scale=args.cfg_scale, temperature=args.temperature,
             top_k=args.top_k, top_p=args.top_p, batch_size=args.batch_size, rank=rank, world_size=world_size,
-            progress=args.progress, image_dir=os.path.join(out, "images") if args.save_images else "")
+            progress=args.progress, image_dir=os.path.join(out, "images") if args.save_images or exports else "")
         summaries[label] = scorer.summarize(records, arrays)
         if rank == 0:
             with open(os.path.join(out, "summary.json"), "w") as f:
@@ -129,14 +131,33 @@ def main(args) -> dict[str, dict]:
 
         dist.barrier()
         dist.destroy_process_group()
+    if rank == 0 and exports:  # after the ranks are released: 50,000 PNGs take minutes to pack
+        try:
+            for out in outs:
+                export(exports, out, rows, args.n)
+        except (ValueError, OSError) as e:
+            fail(str(e).splitlines()[0])
     return summaries
+
+
+def export(names: list[str], out: str, rows: list[dict], n: int) -> None:
+    """Write the official evaluators' inputs from <out>/images and print where they are (docs/evaluation.md)."""
+    images = os.path.join(out, "images")
+    if "geneval" in names:
+        official.write_geneval(images, rows, n)
+        print(f"GenEval's layout: {images} (python evaluation/evaluate_images.py {images} --outfile "
+              f"{os.path.join(out, 'geneval_results.jsonl')} --model-path <detector folder>)")
+    if "adm" in names:
+        shape = official.write_adm_npz(images, len(rows), n, os.path.join(out, "samples.npz"))
+        print(f"ADM sample batch {tuple(shape)}: {os.path.join(out, 'samples.npz')} (python evaluations/evaluator.py "
+              f"VIRTUAL_imagenet256_labeled.npz {os.path.join(out, 'samples.npz')})")
 
 
 def build_scorer(bench, args, device):
     if bench is evals.benchmark("geneval"):
         return bench.Scorer(args.detector, device)
     if bench is evals.benchmark("ocr"):
-        return bench.Scorer(device)
+        return bench.Scorer(device, args.ocr_engine)
     if bench is evals.benchmark("prefs"):
         return bench.Scorer(args.metrics, device)
     return bench.Scorer(args.ref_stats, args.inception_weights, args.eval_size, args.precision_recall, device)

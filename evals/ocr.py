@@ -10,26 +10,30 @@ DEFAULT_PROMPTS = "data/ocr/test_ocr.txt"
 
 def check(rows: list[dict], opts) -> None:
     from rewards import check_reward
+    from rewards.ocr import ENGINES
 
+    engine = getattr(opts, "ocr_engine", ENGINES[0])
+    if engine not in ENGINES:
+        raise ValueError(f"--ocr-engine {engine!r}: choose {' or '.join(ENGINES)}")
     check_reward("ocr", rows)  # every prompt quotes its target (file:line of the first that does not)
 
 
 class Scorer:
-    """`engine`: anything with lines(bgr uint8 (H, W, 3)) -> [(text, confidence)] (rewards.ocr.OCRReward by
-    default: RapidOCR, offline)."""
+    """`engine`: a name in rewards.ocr.ENGINES ("rapidocr": offline; "paddleocr": the STAGE release's engine) or
+    anything with lines(RGB uint8 (H, W, 3)) -> [(text, confidence)]."""
 
-    def __init__(self, device="cpu", engine=None):
-        if engine is None:
+    def __init__(self, device="cpu", engine="rapidocr"):
+        if isinstance(engine, str):
             from rewards.ocr import OCRReward
 
-            engine = OCRReward(device=device)
+            engine = OCRReward(engine, device=device)
         self.engine = engine
 
     def score(self, images, rows):
-        from rewards.ocr import _normalise, ocr_score, ocr_target, to_bgr_uint8
+        from rewards.ocr import _normalise, ocr_score, ocr_target, to_rgb_uint8
 
         records = []
-        for im, meta in zip(to_bgr_uint8(images), rows):
+        for im, meta in zip(to_rgb_uint8(images), rows):
             target = ocr_target(meta["prompt"])
             lines = self.engine.lines(im)
             text = "".join(t for t, conf in lines if conf > 0)

@@ -151,14 +151,18 @@ def run(bk, prompts: list[dict], scorer, out: str, *, n: int, seed: int, cfg_sca
 
 
 def _save_pngs(images: torch.Tensor, rows: list[tuple[int, int]], image_dir: str) -> None:
-    """GenEval's layout: <image_dir>/<prompt index:05>/samples/<image index:04>.png."""
+    """GenEval's layout: <image_dir>/<prompt index:05>/samples/<image index:04>.png, 8 bits by truncating x * 255
+    as the releases save their samples (evals/official.py)."""
     from PIL import Image
 
-    u8 = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    from evals.official import png_path
+
+    u8 = (images.float().clamp(0, 1) * 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # the cast truncates
     for im, (p, j) in zip(u8, rows):
-        d = os.path.join(image_dir, f"{p:05d}", "samples")
-        os.makedirs(d, exist_ok=True)
-        Image.fromarray(im).save(os.path.join(d, f"{j:04d}.png"))
+        path = png_path(image_dir, p, j)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.fromarray(im).save(path + ".tmp", format="PNG")
+        os.replace(path + ".tmp", path)
 
 
 def mean_stderr(values) -> tuple[float, float]:

@@ -7,7 +7,9 @@ Metadata rows are T2I-R1's (`geneval_and_t2i_data_final.json`): {"prompt", "noun
 - otherwise one question "{phrase}?" per phrase of `attr_nouns` (or of `nouns` when attr_nouns is null); the
   input is [CLS] + the question's tokens (no [SEP]); from the next-token distribution,
   p = P("yes") / (P("yes") + P("no")); the reward is the mean of p over the questions, 1 if there are none.
-Images use GIT's CLIP-style preprocessing (shortest side + centre crop at the processor's size and mean/std).
+Images are truncated to 8 bits first (the STAGE release hands its scorers PIL images made by Janus's float-to-uint8
+cast), then GIT's CLIP-style preprocessing (shortest side + centre crop at the processor's size and mean/std).
+tests/test_reward_originals.py checks the reward against the release's `reward_git.py` run on a tiny random GIT.
 All (image, question) pairs of a batch go through the model together (right-padded; the causal text mask
 makes the last real token independent of the padding).
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from rewards.clip import clip_pixels
+from rewards.clip import clip_pixels, truncate_8bit
 from rewards.hub import pretrained, require, source
 
 MODEL_ID = "microsoft/git-large-vqav2"
@@ -69,7 +71,7 @@ class GitVQAReward:
         pairs = [(b, q) for b, qb in enumerate(qs) if qb for q in qb]
         probs = torch.zeros(len(pairs))
         if pairs:
-            pixels = clip_pixels(images.to(self.device), self.image_size, "crop", self.mean, self.std)
+            pixels = clip_pixels(truncate_8bit(images.to(self.device)), self.image_size, "crop", self.mean, self.std)
             for i in range(0, len(pairs), self.batch_size):
                 chunk = pairs[i:i + self.batch_size]
                 idx = torch.tensor([b for b, _ in chunk], device=self.device)

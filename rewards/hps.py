@@ -6,20 +6,28 @@ it x 100. The model runs in transformers' CLIPModel: `open_clip_to_hf` maps the 
 (tests/test_rewards_hps.py proves the map against an independent open_clip-layout forward), so neither
 open_clip, hpsv2 nor torchvision is needed (hpsv2 1.2.0 fails at import and open_clip needs torchvision).
 
-Preprocessing is HPSv2's `preprocess_val`: longest side to 224 (bicubic), pad to a square with black, OpenAI
-mean/std (`preprocess="pad"`); AR-GRPO's copy uses shortest side + centre crop (`preprocess="crop"`). Both are
-the same for square images. Text: the raw prompt, CLIP BPE, 77 tokens, truncated.
+Inputs are read as the originals read them:
+- image: truncated to 8 bits (the releases pass PIL images made by truncation: AR-GRPO's `to_pil_image`,
+  Janus's float-to-uint8 cast in STAGE and GCPO), then HPSv2's `preprocess_val` in its order: `ToTensor`, the
+  float tensor's longest side resized to 224 (bicubic, antialiased) with no clamp to [0, 1], padded to a square
+  with black, OpenAI mean/std (`preprocess="pad"`: hpsv2's `light_augmentation=True`, which STAGE's
+  `reward_hps.py` and AR-GRPO's `reward_utils/hpsv2.py` both pass); `preprocess="crop"` gives the shortest side +
+  centre crop of `light_augmentation=False`. Both are the same for square images.
+- text: open_clip's cleaning as hpsv2's tokenizer does it (`open_clip_clean`: `ftfy.fix_text`, `html.unescape`
+  twice, whitespace runs to one space, stripped), then CLIP BPE (lowercased), 77 tokens, truncated. Without
+  it "Tom &amp; Jerry" and curly quotes tokenize differently.
 
 Files: `HPS_v2.1_compressed.pt` from the hub repo xswu/HPSv2 (or $HPS_CHECKPOINT, or $HPS_ROOT as hpsv2 uses),
 the tokenizer of laion/CLIP-ViT-H-14-laion2B-s32B-b79K (or $HPS_TOKENIZER: any CLIP BPE tokenizer folder).
 """
 from __future__ import annotations
 
+import html
 import os
 
 import torch
 
-from rewards.clip import CLIPEncoder
+from rewards.clip import CLIPEncoder, truncate_8bit
 from rewards.hub import hub_file, pretrained, require, source
 
 HPS_REPO, HPS_FILE = "xswu/HPSv2", "HPS_v2.1_compressed.pt"
@@ -131,14 +139,32 @@ def hps_model(state_dict: dict[str, torch.Tensor], config=None):
     return model.float().eval()
 
 
+def open_clip_clean(text: str) -> str:
+    """The text cleaning of open_clip's tokenizer (hpsv2's `basic_clean` then `whitespace_clean`)."""
+    try:
+        import ftfy
+        import regex
+    except ImportError as e:
+        raise ImportError(f"reward 'hps' needs ftfy and regex (open_clip's text cleaning): pip install -r "
+                          f"requirements.txt ({e})") from e
+    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    return regex.sub(r"\s+", " ", text).strip()
+
+
+def hps_encoder(model, tokenizer, preprocess: str = "pad", **kw) -> CLIPEncoder:
+    """The HPS model and tokenizer reading their inputs as hpsv2 does (see the module docstring)."""
+    return CLIPEncoder(model, tokenizer, mode=preprocess, clamp=False, clean_text=open_clip_clean, **kw)
+
+
 class HPSReward:
-    """Reward: HPSv2.1 score, the raw cosine in [-1, 1] (x 100 in the papers' tables: pass scale=100)."""
+    """Reward: HPSv2.1 score, the raw cosine in [-1, 1] (x 100 in the papers' tables: pass scale=100). The
+    images are truncated to 8 bits first; build the encoder with `hps_encoder`."""
 
     def __init__(self, encoder: CLIPEncoder, scale: float = 1.0):
         self.encoder, self.scale = encoder, scale
 
     def __call__(self, images: torch.Tensor, prompts: list[str], metadata: list[dict] | None = None) -> torch.Tensor:
-        return self.scale * self.encoder.cosine(images, prompts)
+        return self.scale * self.encoder.cosine(truncate_8bit(images), prompts)
 
 
 def make_hps(device="cpu", checkpoint: str | None = None, tokenizer: str | None = None,
@@ -152,4 +178,4 @@ def make_hps(device="cpu", checkpoint: str | None = None, tokenizer: str | None 
     tok = pretrained(tf.AutoTokenizer.from_pretrained, tok_src, reward="hps", what="the CLIP tokenizer",
                      env="HPS_TOKENIZER")
     model = hps_model(load_open_clip_checkpoint(path)).to(device)
-    return HPSReward(CLIPEncoder(model, tok, mode=preprocess))
+    return HPSReward(hps_encoder(model, tok, preprocess))

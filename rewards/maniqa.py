@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 from common.utils import state_dict_mismatch, unwrap_state_dict
 
-from rewards.clip import resize
+from rewards.clip import resize, truncate_8bit
 from rewards.hub import hub_file
 
 MANIQA_REPO, MANIQA_FILE, MANIQA_ENV = "chaofengc/IQA-PyTorch-Weights", "ckpt_koniq10k.pt", "MANIQA_WEIGHTS"
@@ -393,7 +393,7 @@ class MANIQAReward:
             raise ValueError(f"reward 'maniqa': expected images (B, 3, H, W), got {tuple(images.shape)}")
         x = images.detach().float().clamp(0, 1)
         if self.quantize:  # the release's to_pil_image: x * 255 truncated to uint8
-            x = torch.floor(x * 255) / 255
+            x = truncate_8bit(x)
         crops = torch.cat([self.crops(im) for im in x])
         scores = torch.cat([self.model(crops[i:i + self.batch_size].to(self.device)).float().cpu()
                             for i in range(0, len(crops), self.batch_size)])

@@ -9,7 +9,10 @@ For a prompt like `New York skyline with "Hello World" written on it`:
   Levenshtein distance between the two, capped at len(target);
 - r = 1 - d / len(target), in [0, 1] (len counts the normalised target, i.e. without spaces).
 
-Engines (CPU only, so `device` is ignored; images go to the engine as 8-bit BGR arrays):
+Engines (CPU only, so `device` is ignored). Images go to the engine as the release passes them: (H, W, 3) uint8
+RGB arrays, `np.array` of the trainer's PIL image, whose 8 bits come from truncating x * 255 (Janus's
+float-to-uint8 cast). OpenCV-based engines read an array as BGR, so the release's engine saw red and blue
+swapped; the reward reproduces that input, not the engine's documented one.
 - "rapidocr" (default): RapidOCR 3.x with the PP-OCRv6 small ONNX models that ship inside its wheel, so it
   works offline (`pip install -r requirements-rewards.txt`). The release used PaddleOCR (PP-OCRv3 det,
   PP-OCRv4 en rec), so absolute scores differ somewhat. As in the release, no angle classifier is used and
@@ -74,10 +77,10 @@ def ocr_score(target: str, lines: list[tuple[str, float]]) -> float:
     return 1.0 - d / len(t)
 
 
-def to_bgr_uint8(images: torch.Tensor) -> list[np.ndarray]:
-    """(B,3,H,W) float in [0,1] -> list of (H,W,3) uint8 BGR arrays (what OpenCV-based engines expect)."""
-    x = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-    return [np.ascontiguousarray(im.permute(1, 2, 0).numpy()[:, :, ::-1]) for im in x]
+def to_rgb_uint8(images: torch.Tensor) -> list[np.ndarray]:
+    """(B,3,H,W) float in [0,1] -> list of (H,W,3) uint8 RGB arrays, x * 255 truncated (the release's input)."""
+    x = (images.detach().float().clamp(0, 1) * 255).to(torch.uint8).cpu()  # the cast truncates
+    return [np.ascontiguousarray(im.permute(1, 2, 0).numpy()) for im in x]
 
 
 class OCRReward:
@@ -111,15 +114,15 @@ class OCRReward:
                                "paddleocr installed and its models downloaded (network access on first use); "
                                "the default engine 'rapidocr' works offline") from e
 
-    def lines(self, image_bgr: np.ndarray) -> list[tuple[str, float]]:
-        """[(text, confidence), ...] for one (H,W,3) uint8 BGR image; [] when nothing is detected."""
+    def lines(self, image: np.ndarray) -> list[tuple[str, float]]:
+        """[(text, confidence), ...] for one (H,W,3) uint8 image (`to_rgb_uint8`); [] when nothing is detected."""
         if self.engine_name == "rapidocr":
-            out = self.engine(image_bgr)
+            out = self.engine(image)
             return list(zip(out.txts or (), out.scores or ()))
         if hasattr(self.engine, "predict"):  # PaddleOCR 3.x
-            res = self.engine.predict(image_bgr)
+            res = self.engine.predict(image)
             return [(t, float(s)) for r in res for t, s in zip(r["rec_texts"], r["rec_scores"])]
-        res = self.engine.ocr(image_bgr, cls=False)  # PaddleOCR 2.x: [[ [box, (text, score)], ... ] or None]
+        res = self.engine.ocr(image, cls=False)  # PaddleOCR 2.x: [[ [box, (text, score)], ... ] or None]
         return [(t, float(s)) for page in res if page for _, (t, s) in page]
 
     @torch.no_grad()
@@ -128,7 +131,7 @@ class OCRReward:
             raise ValueError(f"reward 'ocr': {images.shape[0]} images but {len(prompts)} prompts")
         targets = [ocr_target(p) for p in prompts]  # check every prompt before running the engine
         rewards = []
-        for im, prompt, target in zip(to_bgr_uint8(images), prompts, targets):
+        for im, prompt, target in zip(to_rgb_uint8(images), prompts, targets):
             try:
                 lines = self.lines(im)
             except Exception as e:
@@ -138,8 +141,8 @@ class OCRReward:
         return torch.tensor(rewards, dtype=torch.float32)
 
 
-def make_ocr(device=None):
-    return OCRReward(device=device)
+def make_ocr(device=None, engine: str = "rapidocr"):
+    return OCRReward(engine, device=device)
 
 
 def validate(metadata: list[dict]):

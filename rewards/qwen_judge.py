@@ -28,11 +28,10 @@ the release (`attempts=1` gives the same scores faster). Differences: an excepti
 (CUDA OOM, a bad input) is retried too but re-raised after the last attempt instead of becoming a silent 0;
 scores are not clipped (as the release) unless `clip_scores=True` ([0, 5] for label, [0, 1] for fake/weird).
 
-Prompt texts: reconstructed from paper Fig. 13 (the release's `qwen_vl_reward.py` is not
-available here): typos kept, the paper's '''json read as ```json and its ****JSON**** as **JSON**, the
-fake/weird JSON example with the trailing comma the spec reports. Exact whitespace may differ from the release.
-NOT VERIFIED OFFLINE: the real 3B model cannot be run here; tests use a tiny random Qwen2.5-VL with a local
-tokenizer and injected replies.
+Prompt texts: the release's, verbatim (AR-GRPO `reward_utils/qwen_vl_reward.py`); tests/test_reward_originals.py
+checks them, and `parse_score`, against the release's own functions run on scripted replies (fixture
+tests/data/qwen_judge_release.json). NOT VERIFIED OFFLINE: the real 3B model cannot be run here; tests use a tiny
+random Qwen2.5-VL with a local tokenizer and injected replies.
 
 Model: `model` argument, else $QWEN_JUDGE, else Qwen/Qwen2.5-VL-3B-Instruct (offline-first, rewards/hub.py).
 dtype float32 by default, as the release (transformers 4.53 default); `dtype="bfloat16"` is faster on GPU.
@@ -52,48 +51,55 @@ from rewards.hub import pretrained, require, source
 MODEL_ID, ENV = "Qwen/Qwen2.5-VL-3B-Instruct", "QWEN_JUDGE"
 SYSTEM = "You are a helpful assistant."
 
-LABEL_PROMPT = """You are given a text prompt used to generate image: "{}"
+# The release's texts, verbatim (AR-GRPO `reward_utils/qwen_vl_reward.py`: `prompt`, `format_rules`, `prompt_dict`;
+# typos and the leading/trailing newlines included). The label question is LABEL_PROMPT.format(condition) +
+# LABEL_RULES, as the release composes it; "<image>" is literal text there, the image follows the text.
+LABEL_PROMPT = """
+You are given a text prompt used to generate image: "{}"
 Below is one generated image: <image>
-
-1. Describe the image thoroughly (objects, colors, layout, etc.), do not be affected by the prompt.
+1. Describe the image thoroughly (objects, colors, layout,
+etc.), do not be affected by the prompt.
 2. Score the generation quality from following aspects:
- - Is the object in the generated image satisfying the category according to the prompt? (0-1 score)
- - Is the generated image completed without missing parts? (0-1 score)
- - Does the content of generated image look real and reasonable? (0-1 score)
- - Is the generated image clear, bright and in high quality? (0-1 score)
- - Is the generated image free of any noises, defects and artifacts? (0-1 score)
-
+- Is the object in the generated image satisfying the category according to the prompt? (0-1 score)
+- Is the generated image completed without missing parts? (0-1 score)
+- Does the content of generated image look real and reasonable? (0-1 score)
+- Is the generated image clear, bright and in high quality? (0-1 score)
+- Is the generated image free of any noises, defects and artifacts? (0-1 score)
+"""
+LABEL_RULES = """
 Your response should in a **JSON** format following rules below:
-
 1. The final response should have three keys: "description", "score", "explanation".
 2. The total score of the image should be store in "score" key, you may use float numbers for the scores. The value of total score should be between 0 and 5.
-3. The reasoning and scoring process could be write in "explanation" for you to explain your score. Following is a exmaple of response:
-
+3. The reasoning and scoring process could be write in "explanation" for you to explain your score.
+Following is a exmaple of response:
 ```json
-{{
-  "description": "The image shows a brown dog with one eye and two ears. its mouth is open and the its tongue is sticking out.",
-  "score": 3.5,
-  "explanation": "The image shows a brown dog matches the prompt 'a photo of a dog' (1 score). The image is complete and all part can be seen (1 score). The dog in the photo looks unreal because it has only one eye and the eye position is not reasonable (0 score). The dog's face is clear but its body and background is blurred (0.5 score). The image do not have any noises, defects and artifacts (1 score). So the total score of this image is 1+1+0+0.5+1=3.5 ."
-}}
+{
+"description": "The image shows a brown dog with one eye and two ears. its mouth is open and the its tongue is sticking out.",
+"score": 3.5,
+"explanation": "The image shows a brown dog matches the prompt 'a photo of a dog' (1 score). The image is complete and all part can be seen (1 score). The dog in the photo looks unreal becaues it has only one eye and the eye position is not reasonable (0 score). The dog's face is clear but its body and backgroud is blurred (0.5 score). The image do not have any noises, defects and artifacts (1 score). So the total score of this image is 1+1+0+0.5+1=3.5 .'"
+}
 ```
 """
-
-_BINARY = """You need to inspect the image carefully and give a score according to the question below:
-
-- {question}
-
-The answer should be in a JSON format as follows:
-
+FAKE_PROMPT = """<image>
+You need to inspect the image carefully and give a score according to the question below:
+- Is the image an AI-generated image? If yes, give 0 score, otherwise give 1 score.
+The answer should be in a JSON format like below:
 ```json
-{{
-  "score": 0,
-}}
+{
+    "score": 0,
+}
 ```
 """
-FAKE_PROMPT = _BINARY.format(question="Is the image an AI-generated image? If yes, give 0 score, "
-                                      "otherwise give 1 score.")
-WEIRD_PROMPT = _BINARY.format(question="Is there any strange feature in the image? If yes, give 0 score, "
-                                       "otherwise give 1 score.")
+WEIRD_PROMPT = """<image>
+You need to inspect the image carefully and give a score according to the question below:
+- Is there any strange feature in the image? If yes, give 0 score, otherwise give 1 score.
+The answer should be in a JSON format like below:
+```json
+{
+    "score": 0,
+}
+```
+"""
 
 KINDS = {"label": (0.0, 5.0), "fake": (0.0, 1.0), "weird": (0.0, 1.0)}  # score ranges (for clip_scores)
 
@@ -101,7 +107,7 @@ KINDS = {"label": (0.0, 5.0), "fake": (0.0, 1.0), "weird": (0.0, 1.0)}  # score 
 def question(kind: str, condition: str) -> str:
     """The text part of the user turn for `kind` ('label' uses the condition text; 'fake'/'weird' do not)."""
     if kind == "label":
-        return LABEL_PROMPT.format(condition)
+        return LABEL_PROMPT.format(condition) + LABEL_RULES
     if kind == "fake":
         return FAKE_PROMPT
     if kind == "weird":

@@ -121,8 +121,8 @@ class FakeOCR:
     def __init__(self, texts):
         self.texts, self.i = texts, 0
 
-    def lines(self, image_bgr):
-        assert image_bgr.dtype == np.uint8 and image_bgr.shape[2] == 3
+    def lines(self, image):
+        assert image.dtype == np.uint8 and image.shape[2] == 3
         t = self.texts[self.i % len(self.texts)]
         self.i += 1
         return [(t, 0.9)]

@@ -55,8 +55,8 @@ def _jsonl(rows):
 
 # preset -> the files it names, with content its reward can score (written relative to the working directory)
 FILES = {
-    "geneval_train": ("data/geneval/stage_train.jsonl", _jsonl(GENEVAL_ROWS)),
-    "gcpo_geneval_train": ("data/geneval/train.jsonl", _jsonl(GENEVAL_ROWS)),
+    "geneval_train": ("data/geneval/evaluation_metadata_flow_grpo.json", _jsonl(GENEVAL_ROWS)),  # JSON lines
+    "gcpo_geneval_train": ("data/geneval/geneval_train_metadata.jsonl", _jsonl(GENEVAL_ROWS)),
     "geneval_eval": ("data/geneval/evaluation_metadata.jsonl", _jsonl(GENEVAL_ROWS[:2])),
     "t2i_r1": ("data/t2i_r1/geneval_and_t2i_data_final.json", _jsonl(T2I_R1_ROWS)),  # JSON lines under .json
     "ocr": ("data/ocr/train_ocr_tag.json", _jsonl(OCR_ROWS)),
@@ -79,6 +79,12 @@ CASES = {
     ("gcpo.py", "janus1b_hps"): (["janus_hps"], {"hps"}, False),
     ("gcpo.py", "janus7b_geneval"): (["gcpo_geneval_train", "geneval_eval"], {"geneval_coco_strict"}, True),
     ("gcpo.py", "janus7b_hps"): (["janus_hps"], {"hps"}, False),
+    ("stage.py", "geneval_release"): (["geneval_train", "geneval_eval"], {"geneval_coco"}, True),
+    ("stage.py", "hps_mix_release"): (["t2i_r1"], {"hps_git_gdino"}, False),
+    ("stage.py", "ocr_release"): (["ocr"], {"ocr"}, False),
+    ("gcpo.py", "llamagen_hps_release"): (["llamagen_hps"], {"hps"}, False),
+    ("gcpo.py", "janus1b_geneval_release"): (["gcpo_geneval_train", "geneval_eval"], {"geneval_coco_strict"}, True),
+    ("gcpo.py", "janus1b_hps_release"): (["janus_hps"], {"hps"}, False),
     ("ar_grpo.py", "c2i_paper"): (["imagenet"], PAPER, False),
     ("ar_grpo.py", "c2i_release"): (["imagenet"], PAPER, False),
     ("ar_grpo.py", "t2i_paper"): (["coco_captions"], PAPER, False),
@@ -86,7 +92,7 @@ CASES = {
 }
 # RapidOCR's real models read no text in a random model's images: the OCR reward is 0 for every image, so the
 # advantages are 0 and the weights cannot move. Its movement and bf16 checks train on the tiny HPS model instead.
-CONSTANT_ON_TINY = {("stage.py", "ocr"): ["--reward", "hps"]}
+CONSTANT_ON_TINY = {("stage.py", "ocr"): ["--reward", "hps"], ("stage.py", "ocr_release"): ["--reward", "hps"]}
 # only the prompts per step and the run length are shrunk (and micro-batches off); everything else is the preset's
 SMALL = ["--num-steps", "2", "--prompts-per-step", "2", "--micro-batch-size", "0", "--eval-samples", "1",
          "--image-every", "0", "--save-every", "1", "--keep-last", "3", "--out-dir", "runs"]

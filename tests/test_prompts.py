@@ -68,8 +68,10 @@ def test_conversations_schema_and_sources_hint(tmp_path, monkeypatch):
                                                                               {"from": "gpt", "value": ""}]}]))
     assert load_prompts(path)[0]["prompt"] == "a cat"
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match="stage_train.jsonl; get it: python -m common.coco_prompts .*--ratio stage"):
-        load_prompts("data/geneval/stage_train.jsonl")
+    with pytest.raises(FileNotFoundError, match="evaluation_metadata_flow_grpo.json; get it: the STAGE release's "
+                       "data/janus_geneval_prompts/evaluation_metadata_flow_grpo.json .*fallback: python -m "
+                       "common.coco_prompts .*--ratio stage"):
+        load_prompts("data/geneval/evaluation_metadata_flow_grpo.json")
 
 
 def test_imagenet_prompts_one_class_id_per_image(tmp_path, capsys):
@@ -123,3 +125,36 @@ def test_metadata_errors_name_the_file_and_line(tmp_path):
         check_reward("geneval", load_prompts(str(txt)))
     with pytest.raises(ValueError, match=r"prompt row 1: .*count 'three'"):  # rows not read from a file
         check_reward("geneval_coco", [json.loads(good), json.loads(bad)])
+
+
+def test_class_names_from_the_ar_grpo_release_file(tmp_path):
+    """AR-GRPO's reward_utils/imagenet_names.py is read as it is (its dict literal parsed, never executed)."""
+    from common.llamagen import read_class_names
+
+    path = tmp_path / "imagenet_names.py"
+    path.write_text("IMAGENET_NAMES={0: 'tench, Tinca tinca',\n 2: 'great white shark',\n 1: 'goldfish'}\n"
+                    "raise SystemExit('never run')\n")
+    assert read_class_names(str(path)) == ["tench, Tinca tinca", "goldfish", "great white shark"]
+    (tmp_path / "other.py").write_text("NAMES = {}\n")
+    with pytest.raises(ValueError, match="no IMAGENET_NAMES"):
+        read_class_names(str(tmp_path / "other.py"))
+
+
+def test_imagenet_prompts_from_the_devkit_meta(tmp_path, capsys):
+    """The devkit's meta.mat (synsets: WNID, num_children, num_train_images) instead of the 150 GB train folder:
+    leaf classes only, in sorted-WNID order, each id once per training image."""
+    import numpy as np
+    from scipy.io import savemat
+
+    from common.imagenet_prompts import main
+
+    fields = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("num_children", "O"), ("num_train_images", "O")]
+    synsets = np.array([(1, "n03", "c", 0, 2), (2, "n01", "a", 0, 3), (3, "n00", "inner node", 2, 5),
+                        (4, "n02", "b", 0, 1)], dtype=fields)
+    meta = tmp_path / "meta.mat"
+    savemat(str(meta), {"synsets": synsets})
+    out = tmp_path / "train_images.txt"
+    main(["--devkit-meta", str(meta), "--out", str(out)])
+    assert out.read_text().split() == ["0", "0", "0", "1", "2", "2"]  # n01 x3, n02 x1, n03 x2
+    with pytest.raises(SystemExit, match="not found"):
+        main(["--devkit-meta", str(tmp_path / "nope.mat")])

@@ -321,7 +321,8 @@ def test_clip_score_matches_features_and_batches(encoder, clip_model, clip_tok):
     assert r.shape == (5,) and torch.all(r.abs() <= 1 + 1e-6)
     tok = clip_tok(prompts, padding=True, return_tensors="pt")
     with torch.no_grad():
-        fi = clip_model.get_image_features(pixel_values=clip_pixels(images, 32)).pooler_output
+        u8 = torch.floor(images * 255) / 255  # the release's to_pil_image (tests/test_reward_inputs.py)
+        fi = clip_model.get_image_features(pixel_values=clip_pixels(u8, 32)).pooler_output
         ft = clip_model.get_text_features(**tok).pooler_output
     ref = torch.nn.functional.cosine_similarity(fi, ft)
     torch.testing.assert_close(r, ref, atol=1e-5, rtol=1e-5)

@@ -252,7 +252,8 @@ TOY_ROW = {"tag": "counting", "include": [{"class": "square", "count": 3}], "pro
 
 
 @pytest.mark.parametrize("rows, message", [
-    (None, "prompt file not found: data/geneval/stage_train.jsonl; get it: python -m common.coco_prompts"),
+    (None, "prompt file not found: data/geneval/evaluation_metadata_flow_grpo.json; get it: the STAGE release's "
+           "data/janus_geneval_prompts/evaluation_metadata_flow_grpo.json"),
     ([TOY_ROW], "class 'square' is not one this detector knows"),  # the toy's prompts under the COCO detector
     ([COCO_ROW], "Janus-Pro weights not found locally"),
 ])
@@ -260,7 +261,8 @@ def test_geneval_preset_stops_in_one_line_naming_what_is_missing(rows, message, 
     """The preset names its files (relative to the working directory); each missing piece is one line, before any
     model is built, and never a fall-back to the toy's files."""
     if rows is not None:
-        _write_jsonl(tmp_path / "data/geneval/stage_train.jsonl", rows * 8)  # the preset's 8 prompts per step
+        # the preset's 8 prompts per step, JSON lines under .json as in the release
+        _write_jsonl(tmp_path / "data/geneval/evaluation_metadata_flow_grpo.json", rows * 8)
         _write_jsonl(tmp_path / "data/geneval/evaluation_metadata.jsonl", [COCO_ROW])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, "HF_HUB_OFFLINE": "1",
            "HF_HUB_CACHE": str(tmp_path / "empty_cache")}
