@@ -56,7 +56,7 @@ class Args:
     template: str = "train"
     """Janus-Pro prompt template (common/janus.py TEMPLATES)"""
     detector: str = "shapeworld"
-    """geneval: shapeworld (the toy's) or coco (Mask2Former + CLIP colours)"""
+    """geneval: shapeworld (the toy's), coco (Mask2Former + CLIP colours) or a folder from rewards.convert_mask2former"""
     metrics: str = "hps,clip"
     """prefs: comma-separated hps, clip, maniqa, qwen_label, qwen_fake, qwen_weird"""
     ref_stats: str = "weights/fid/VIRTUAL_imagenet256_labeled.npz"

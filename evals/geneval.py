@@ -1,14 +1,15 @@
 """GenEval (Ghosh et al., 2023): GenEval's own evaluation_metadata.jsonl (553 prompts; the toy's 55 by default),
 N images per prompt, scored by GenEval's strict rules (common/geneval.py) over a detector's output:
-"coco" = Mask2Former Swin-S + CLIP ViT-L/14 colours (rewards/geneval.py, transformers weights), "shapeworld" =
-the toy's detector. Per image: tag, verdict, GenEval's failure reasons and the filtered detections; the table is
-GenEval's per-tag accuracy and overall (the mean of the tags)."""
+"coco" = Mask2Former Swin-S + CLIP ViT-L/14 colours (rewards/geneval.py; GenEval's own detector once converted by
+rewards/convert_mask2former.py, found through $GENEVAL_MASK2FORMER or weights/geneval_mask2former), a converted
+folder = "coco" with that detector, "shapeworld" = the toy's detector. Per image: tag, verdict, GenEval's failure
+reasons and the filtered detections; the table is GenEval's per-tag accuracy and overall (the mean of the tags)."""
 from __future__ import annotations
 
 import numpy as np
 
 DEFAULT_PROMPTS = "data/shapeworld/eval.jsonl"
-DETECTORS = ("shapeworld", "coco")
+DETECTORS = ("shapeworld", "coco")  # or a folder made by python -m rewards.convert_mask2former
 
 
 def check(rows: list[dict], opts) -> None:

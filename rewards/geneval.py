@@ -5,8 +5,10 @@ strict=True gives GenEval's binary correctness as 1.0 / 0.0.
 
 Backends (`detector=`):
 - "shapeworld": the toy's hand-written ShapeWorld detector (toy/detector.py; CPU, colours from the palette);
-- "coco": real images. Mask2Former Swin-S COCO instance segmentation (rewards/mask2former.py) and, for
-  objects whose prompt asks for a colour, CLIP ViT-L/14 zero-shot colours (rewards/geneval_color.py).
+- "coco": real images. Mask2Former Swin-S COCO instance segmentation (rewards/mask2former.py: GenEval's own
+  weights once converted, see rewards/convert_mask2former.py) and, for objects whose prompt asks for a colour,
+  CLIP ViT-L/14 zero-shot colours (rewards/geneval_color.py);
+- a folder made by `python -m rewards.convert_mask2former`: "coco" with that detector.
 A detector is a callable uint8 images (B,3,H,W) -> per image a list of detections {"class", "box", "score",
 "color" (None: ask the colour classifier), optional "mask"}; a detector object and a colour classifier can be
 passed directly (tests use tiny random models).
@@ -16,6 +18,7 @@ GenEvalJudge is the held-out evaluation's judge (common/evaluation.py): the stri
 
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import torch
@@ -29,15 +32,30 @@ def _shapeworld(device):
     return ShapeWorldDetector(), None
 
 
-def _coco(device):
+def _coco(device, model: str | None = None):
     from rewards.geneval_color import load_color_classifier
     from rewards.mask2former import load_mask2former
 
-    return load_mask2former(device=device), load_color_classifier(device=device)
+    return load_mask2former(device=device, model=model), load_color_classifier(device=device)
 
 
 # name -> function(device) -> (detector, colour classifier or None)
 DETECTORS: dict[str, Callable] = {"shapeworld": _shapeworld, "coco": _coco}
+
+
+def detector_kind(detector: str) -> str:
+    """A DETECTORS name as is; a folder (a converted Mask2Former) is "coco". ValueError in one line otherwise."""
+    if detector in DETECTORS:
+        return detector
+    if os.path.isdir(detector):
+        return "coco"
+    raise ValueError(f"unknown GenEval detector {detector!r}; known: {', '.join(DETECTORS)}, or a folder made by "
+                     f"python -m rewards.convert_mask2former")
+
+
+def _build(detector: str, device):
+    kind = detector_kind(detector)
+    return DETECTORS[kind](device) if kind == detector else _coco(device, model=detector)
 
 
 def _color_classes(meta: dict) -> list[str]:
@@ -50,9 +68,7 @@ class GenEvalReward:
 
     def __init__(self, strict: bool = False, detector="shapeworld", colors=None, device="cpu"):
         if isinstance(detector, str):
-            if detector not in DETECTORS:
-                raise ValueError(f"unknown GenEval detector {detector!r}; known: {', '.join(DETECTORS)}")
-            detector, default_colors = DETECTORS[detector](device)
+            detector, default_colors = _build(detector, device)
             colors = colors or default_colors
         self.strict = strict
         self.detect = detector
@@ -130,12 +146,11 @@ QUALITY_REWARDS = {"shapeworld": "shapeworld_quality"}  # a cheap no-reference q
 
 class GenEvalJudge:
     """The judge of the held-out evaluation (common/evaluation.geneval_eval): GenEval's strict rules with a named
-    detector. validate(metadata) is cheap (no model is built: call it before anything is loaded); the detector is
-    built at the first evaluate(), on the images' device, and kept for the next calls."""
+    detector (or a converted Mask2Former folder). validate(metadata) is cheap (no model is built: call it before
+    anything is loaded); the detector is built at the first evaluate(), on the images' device, and kept."""
 
     def __init__(self, detector: str = "shapeworld"):
-        if detector not in DETECTORS:
-            raise ValueError(f"unknown GenEval detector {detector!r}; known: {', '.join(DETECTORS)}")
+        self.kind = detector_kind(detector)
         self.detector, self._rewards, self._quality = detector, {}, {}
 
     def __repr__(self):
@@ -145,7 +160,7 @@ class GenEvalJudge:
         """ValueError in one line (naming the prompt file and line) if this detector cannot judge `metadata`."""
         from rewards import check_reward
 
-        check_reward(STRICT_REWARDS[self.detector], metadata)
+        check_reward(STRICT_REWARDS[self.kind], metadata)
 
     def evaluate(self, images: torch.Tensor, metadata: list[dict]) -> list[tuple[str, bool]]:
         """[(tag, strictly correct)] per image."""
@@ -158,11 +173,11 @@ class GenEvalJudge:
         """A no-reference image-quality score per image (B,), the evaluation's `quality`: the toy's palette
         cleanliness (toy/quality.py) with the ShapeWorld detector; None with real images (evaluate.py's `prefs`
         suite scores those with HPS/CLIP/MANIQA)."""
-        if self.detector not in QUALITY_REWARDS:
+        if self.kind not in QUALITY_REWARDS:
             return None
         from rewards import get_reward
 
         device = str(images.device)
         if device not in self._quality:
-            self._quality[device] = get_reward(QUALITY_REWARDS[self.detector], device=device)
+            self._quality[device] = get_reward(QUALITY_REWARDS[self.kind], device=device)
         return self._quality[device](images).float().cpu()

@@ -155,9 +155,11 @@ def test_mask2former_postprocessing_follows_mmdet():
 
 def test_mask2former_resize_pad_and_crop():
     det = Mask2FormerDetector(StubMask2Former(), scale=(200, 100))
-    pix, (nh, nw) = det.preprocess(torch.rand(1, 3, 50, 90))
+    pix, (nh, nw) = det.preprocess(torch.randint(0, 256, (1, 3, 50, 90)))
     assert (nh, nw) == (100, 180) and pix.shape[-2:] == (128, 192)  # fits 200x100, padded to multiples of 32
-    assert torch.all(pix[..., 100:, :] == 0) and torch.all(pix[..., :, 180:] == 0)
+    pad = (128 - torch.tensor([123.675, 116.28, 103.53])) / torch.tensor([58.395, 57.12, 57.375])
+    for strip in (pix[0, :, 100:, :], pix[0, :, :, 180:]):  # grey 128 padded before normalising (GenEval's config)
+        torch.testing.assert_close(strip, pad[:, None, None].expand_as(strip))
     out = det(torch.randint(0, 256, (1, 3, 50, 90), dtype=torch.uint8))[0]
     assert [d["class"] for d in out] == ["cat"] and out[0]["mask"].shape == (50, 90)
     x0, y0, x1, y1 = out[0]["box"]
@@ -458,9 +460,9 @@ def test_t2i_r1_mix_sums_components(git_reward, gdino_reward):
 
 def test_rewards_and_common_import_no_heavy_library():
     code = ("import sys, rewards, common, common.prompts, common.coco_prompts, rewards.clip, rewards.hps, "
-            "rewards.geneval, rewards.geneval_color, rewards.mask2former, rewards.git_vqa, rewards.gdino, "
-            "rewards.t2i_r1, rewards.hub; print(sorted(m for m in ('transformers', 'rapidocr', 'open_clip', "
-            "'torchvision', 'huggingface_hub') if m in sys.modules))")
+            "rewards.geneval, rewards.geneval_color, rewards.mask2former, rewards.convert_mask2former, "
+            "rewards.git_vqa, rewards.gdino, rewards.t2i_r1, rewards.hub; print(sorted(m for m in ('transformers', "
+            "'rapidocr', 'open_clip', 'torchvision', 'huggingface_hub') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     assert out.stdout.strip() == "[]"
