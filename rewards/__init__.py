@@ -33,7 +33,7 @@ REWARDS = {
 
 # registered sums of rewards, written as on the command line
 MIXES = {
-    "hps_git_gdino": "hps=1,git_vqa=1,gdino=1",  # T2I-R1's reward, STAGE's HPS runs (§4.1): weights 1, no normalisation
+    "hps_git_gdino": "hps=1,git_vqa=1,gdino=1",  # T2I-R1's reward, STAGE's HPS runs (§4.1): no normalisation
 }
 
 

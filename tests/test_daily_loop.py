@@ -167,7 +167,8 @@ def test_reward_sum_trains_and_logs_parts(tmp_path):
     rewards/<name>."""
     runs = tmp_path / "runs"
     p = subprocess.run([sys.executable, "grpo_vanilla.py", *TINY, "--num-steps", "2", "--image-every", "0",
-                        "--prompts", COLOR_PROMPTS, "--reward", "color=1.0,geneval=0.5", "--out-dir", str(runs)], cwd=REPO, env=_env(tmp_path),
+                        "--prompts", COLOR_PROMPTS, "--reward", "color=1.0,geneval=0.5", "--out-dir", str(runs)],
+                       cwd=REPO, env=_env(tmp_path),
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     rows = [json.loads(line) for line in open(runs / "grpo_vanilla_s0" / "metrics.jsonl")]
