@@ -80,7 +80,7 @@ class Args:
     device: str = "auto"
     """'auto' (cuda if available, else cpu), 'cpu' or 'cuda'"""
     image_every: int = 50
-    """save a captioned grid of rollouts every N steps (0 = never)"""
+    """save a captioned grid of rollouts every N steps, also to TensorBoard / W&B (0 = never)"""
     save_every: int = 0
     """save a resumable checkpoint every N steps (0 = only at the end; SIGTERM/SIGINT also save one)"""
     keep_last: int = 2
@@ -112,6 +112,9 @@ class Args:
     """GenEval detector of the evaluation: the toy's, or Mask2Former + CLIP colours on real images"""
     eval_every: int = 0
     """also evaluate every K steps during training, logged as eval/* (0 = only before and after)"""
+    stop_on_flat: int = 0
+    """stop (after saving) when every group's rewards were equal for K steps in a row: a broken reward (0 = never;
+    presets: 20)"""
     # Sampling
     cfg_scale: float = 3.0
     """classifier-free guidance scale s: l_u + s·(l_c − l_u)"""

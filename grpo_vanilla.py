@@ -66,7 +66,7 @@ class Args:
     device: str = "auto"
     """'auto' (cuda if available, else cpu), 'cpu' or 'cuda'"""
     image_every: int = 50
-    """save a captioned grid of rollouts every N steps (0 = never)"""
+    """save a captioned grid of rollouts every N steps, also to TensorBoard / W&B (0 = never)"""
     save_every: int = 0
     """save a resumable checkpoint every N steps (0 = only at the end; SIGTERM/SIGINT also save one)"""
     keep_last: int = 2
@@ -94,6 +94,9 @@ class Args:
     """GenEval detector of the evaluation: the toy's, or Mask2Former + CLIP colours on real images"""
     eval_every: int = 0
     """also evaluate every K steps during training, logged as eval/* (0 = only before and after)"""
+    stop_on_flat: int = 0
+    """stop (after saving) when every group's rewards were equal for K steps in a row: a broken reward (0 = never;
+    presets: 20)"""
     # Sampling
     cfg_scale: float = 3.0
     """classifier-free guidance scale s: l_u + s·(l_c − l_u)"""
@@ -343,6 +346,7 @@ if __name__ == "__main__":
             "losses/sample_entropy": sample_entropy.mean().item(), "losses/grad_norm": grad_norm.item(),
             "perf/images_per_sec": B_rank * world_size / (t3 - t0), "perf/sample_s": t1 - t0,
             "perf/reward_s": t2 - t1, "perf/update_s": t3 - t2, "charts/lr": scheduler.get_last_lr()[0],
+            **{f"rewards/{k}": v.mean().item() for k, v in getattr(reward_fn, "last", {}).items()},  # a sum's parts
         }
         metrics = run.log(step, metrics, images, rewards, texts)  # averaged over ranks; rollout grids
         run.maybe_save(step, metrics)  # every --save-every steps and the last; SIGTERM/SIGINT: save, exit

@@ -80,7 +80,7 @@ class Args:
     device: str = "auto"
     """'auto' (cuda if available, else cpu), 'cpu' or 'cuda'"""
     image_every: int = 50
-    """save a captioned grid of rollouts every N steps (0 = never)"""
+    """save a captioned grid of rollouts every N steps, also to TensorBoard / W&B (0 = never)"""
     save_every: int = 0
     """save a resumable checkpoint every N steps (0 = only at the end; SIGTERM/SIGINT also save one)"""
     keep_last: int = 2
@@ -108,6 +108,9 @@ class Args:
     """GenEval detector of the evaluation: the toy's, or Mask2Former + CLIP colours on real images"""
     eval_every: int = 0
     """also evaluate every K steps during training, logged as eval/* (0 = only before and after)"""
+    stop_on_flat: int = 0
+    """stop (after saving) when every group's rewards were equal for K steps in a row: a broken reward (0 = never;
+    presets: 20)"""
     # Sampling
     cfg_scale: float = 3.0
     """classifier-free guidance scale s: l_u + s·(l_c − l_u)"""
@@ -458,6 +461,7 @@ if __name__ == "__main__":
             "losses/sample_entropy": sample_entropy.mean().item(), "losses/grad_norm": grad_norm.item(),
             "perf/images_per_sec": B_rank * world_size / (t3 - t0), "perf/sample_s": t1 - t0,
             "perf/reward_s": t2 - t1, "perf/update_s": t3 - t2, "charts/lr": scheduler.get_last_lr()[0],
+            **{f"rewards/{k}": v.mean().item() for k, v in getattr(reward_fn, "last", {}).items()},  # a sum's parts
             "stage/kl_weighted": stats["kl_weighted"],  # mean (β'/β)·k3: the release's logged "kl"
             "stage/mask_mean": mask.mean().item(), "stage/kl_weight_mean": kl_w.mean().item(),
             "stage/frac_entropy_bonus": (R != rewards.view(P_rank, G)).float().mean().item(),

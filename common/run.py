@@ -75,6 +75,7 @@ RANGES: dict[str, tuple[Callable, str]] = {
     "image_every": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 = never)"),
     "save_every": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 = only at the end)"),
     "keep_last": (lambda v: _int(v) and v >= 1, "an integer >= 1"),
+    "stop_on_flat": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 = never stop on a flat reward)"),
     "device": (lambda v: v in ("auto", "cpu", "cuda"), "auto, cpu or cuda"),
     "critical_frac": (lambda v: _num(v) and 0 < v <= 1 / 3, "a number in (0, 1/3] (three disjoint sets)"),
     "weight_clip": (lambda v: _num(v) and v > 0, "a number > 0"),
@@ -105,6 +106,10 @@ def run_dir(args) -> str:
     return os.path.join(args.out_dir, f"{args.exp_name}_s{args.seed}")
 
 
+# what every --preset sets unless it says otherwise: a real experiment stops when its reward goes flat
+PRESET_DEFAULTS = {"stop_on_flat": 20}
+
+
 def cli(args_cls, presets: dict | None = None):
     """The command line parsed into `args_cls` and checked (see the module docstring); fails in one line.
     args.resume comes back resolved to the checkpoint's step directory. `--print-preset` prints the resolved
@@ -114,7 +119,7 @@ def cli(args_cls, presets: dict | None = None):
         sys.argv = [a for a in sys.argv if a != "--print-preset"]
     args = parse(args_cls)
     if presets and args.preset != "toy":  # parse again with the preset's values as defaults, so explicit flags win
-        args = parse(args_cls, default=replace(args_cls(), **presets[args.preset]))
+        args = parse(args_cls, default=replace(args_cls(), **{**PRESET_DEFAULTS, **presets[args.preset]}))
     if problem := check_args(args):
         fail(problem)
     if show:
@@ -172,6 +177,15 @@ def stop_on_disk_errors(directory: str):
     sys.excepthook = hook
 
 
+def reward_name(args) -> str:
+    """The reward a run trains on, as its flags name it (AR-GRPO: its terms, joined with +)."""
+    if hasattr(args, "reward"):
+        return args.reward
+    terms = [*getattr(args, "align_rewards", ()), getattr(args, "quality_reward", ""),
+             *getattr(args, "realism_rewards", ())]
+    return "+".join(t for t in terms if t)
+
+
 class HeldOut(NamedTuple):
     """The before/after evaluation: held-out GenEval prompts ([] = none) and the judge that scores them (an object
     with validate(metadata) and evaluate(images, metadata), see common/evaluation.py)."""
@@ -212,6 +226,7 @@ class Run:
         self.logger = Logger(self.dir, vars(args), enabled=self.master, resume_step=self.start_step,
                              wandb_project=args.wandb_project if args.track else None)
         self.before, self.after, self.stop_signal = None, None, []
+        self.flat_steps, self.last_rewards = 0, []  # --stop-on-flat: steps in a row whose groups were all flat
         signal.signal(signal.SIGTERM, self._on_signal)  # schedulers' preemption or Ctrl-C: finish the step, save,
         signal.signal(signal.SIGINT, self._on_signal)  # exit cleanly
         if self.master:
@@ -266,22 +281,42 @@ class Run:
             summary = self.evaluate("after" if step == self.args.num_steps else f"step {step}")
             metrics.update({f"eval/{k}": v for k, v in (summary or {}).items()})
         self.logger.log(step, metrics)
+        if rewards is not None:
+            self.last_rewards = rewards[:8].tolist()
+        self.flat_steps = self.flat_steps + 1 if metrics.get("charts/frac_zero_std_groups", 0) >= 1 else 0
         if self.master and images is not None and self.args.image_every and step % self.args.image_every == 0:
             caps = [f"{r:.2f} {t}" for r, t in zip(rewards.tolist(), texts)]
-            save_image_grid(images[:32].float().cpu(), caps[:32], os.path.join(self.dir, f"rollouts_{step:05d}.png"))
+            grid = save_image_grid(images[:32].float().cpu(), caps[:32],
+                                   os.path.join(self.dir, f"rollouts_{step:05d}.png"))
+            self.logger.log_image(step, "images/rollouts", grid, f"step {step}: rank 0's first rollouts, captioned "
+                                  f"with reward and prompt (reward mean {rewards.mean().item():.3f})")
         return metrics
 
     def maybe_save(self, step: int, metrics: dict):
         """End of a step: a resumable checkpoint (common/checkpoint.py; the newest --keep-last are kept) every
-        --save-every steps and after the last. After SIGTERM/SIGINT on any rank, every rank saves and exits 0."""
+        --save-every steps and after the last. After SIGTERM/SIGINT on any rank, every rank saves and exits 0.
+        After --stop-on-flat K steps in a row whose groups all had equal rewards (every advantage 0: nothing is
+        learned, as when a reward silently returns a constant), every rank saves and the run stops, exit status 1."""
         stop = torch.tensor(float(bool(self.stop_signal)), device=self.device)
         if self.ddp:  # every rank stops at the same step, even if only one received the signal
             dist.all_reduce(stop, op=dist.ReduceOp.MAX)
-        if stop.item() or step == self.args.num_steps or (self.args.save_every and step % self.args.save_every == 0):
+        K = getattr(self.args, "stop_on_flat", 0)
+        flat = bool(K) and self.flat_steps >= K  # the same on every rank: the fraction is averaged over ranks
+        if flat or stop.item() or step == self.args.num_steps or (self.args.save_every and
+                                                                  step % self.args.save_every == 0):
             train_state = {"perm": self.perm, "cursor": self.cursor, "order_gen": self.order_gen.get_state()}
             self.last_ckpt = checkpoint.save(os.path.join(self.dir, "checkpoints"), step, self.bk.policy,
                                              self.optimizer, self.scheduler, train_state, self.args, metrics,
                                              self.args.keep_last)
+        if flat:
+            seen = ", ".join(f"{r:.4g}" for r in self.last_rewards)
+            msg = (f"reward {reward_name(self.args)!r} was flat for {K} steps in a row (every group's images scored "
+                   f"alike, so every advantage is 0): last rewards seen [{seen}]; check the reward (its weights, its "
+                   f"prompts' metadata) before resuming from {self.last_ckpt} (or pass --stop-on-flat 0)")
+            if self.ddp and self.master:
+                sys.stderr.write(f"error: {msg}\n")
+            self.close(status=1)  # under torchrun: leaves the process here
+            fail(msg)
         if stop.item():
             if self.master:
                 print(f"stopped by a signal after step {step}; continue with --resume {self.last_ckpt}")
@@ -301,7 +336,10 @@ class Run:
                 temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, rank=self.rank, world_size=self.world_size)
         if self.master:
             if tag in ("before", "after"):
-                save_image_grid(images[:64], captions[:64], os.path.join(self.dir, f"eval_{tag}.png"))
+                grid = save_image_grid(images[:64], captions[:64], os.path.join(self.dir, f"eval_{tag}.png"))
+                step = 0 if tag == "before" else self.args.num_steps
+                self.logger.log_image(step, f"images/eval_{tag}", grid, f"held-out samples {tag} training, captioned "
+                                      f"OK/x by strict GenEval; overall {summary['overall']:.3f}")
             print(f"held-out strict GenEval ({tag}): " + " | ".join(f"{k} {v:.3f}" for k, v in summary.items()))
         if tag == "after":
             self.after = summary
@@ -327,7 +365,7 @@ class Run:
                   f"{self.after['overall']:.3f}")
         self.close()
 
-    def close(self):
+    def close(self, status: int = 0):
         """Close the logs; under torchrun also the process group, and then leave the process at once: with gloo,
         a process that ran DDP aborts now and then while the interpreter tears down ("terminate called without
         an active exception", status -6, after all its work is done), which torchrun reports as a failed run.
@@ -337,4 +375,4 @@ class Run:
             dist.destroy_process_group()
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(0)
+            os._exit(status)

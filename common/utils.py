@@ -89,13 +89,20 @@ def state_dict_mismatch(expected: dict, sd: dict, optional: tuple[str, ...] = ()
                      (("missing", missing), ("unexpected", unexpected), ("wrong shape (file vs model)", wrong)) if ks)
 
 
-def save_image_grid(images: torch.Tensor, captions: list[str], path: str, ncol: int = 8, scale: int = 2):
-    """images (N, 3, H, W) in [0, 1] -> one PNG with a caption under each image."""
+def grid_image(images: torch.Tensor, captions: list[str], ncol: int = 8, scale: int = 2):
+    """images (N, 3, H, W) in [0, 1] -> a PIL image: the images in rows of `ncol`, each with its whole caption
+    wrapped under it (tiles at least 128 px wide, so a line holds about 20 characters)."""
+    import textwrap
+
     from PIL import Image, ImageDraw
     N, _, H, W = images.shape
-    ncol = min(ncol, N)
+    ncol = max(1, min(ncol, N))
     nrow = (N + ncol - 1) // ncol
-    w, h, cap = W * scale, H * scale, 24
+    scale = max(scale, -(-128 // W))
+    w, h, line_h = W * scale, H * scale, 11
+    width = max(1, (w - 4) // 6)  # PIL's default bitmap font: 6 px a character
+    lines = [textwrap.wrap(captions[i] if i < len(captions) else "", width, break_long_words=True) for i in range(N)]
+    cap = 4 + line_h * max([len(ls) for ls in lines] + [1])
     canvas = Image.new("RGB", (ncol * w, nrow * (h + cap)), "white")
     draw = ImageDraw.Draw(canvas)
     arr = (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
@@ -103,10 +110,16 @@ def save_image_grid(images: torch.Tensor, captions: list[str], path: str, ncol: 
         r, c = divmod(i, ncol)
         tile = Image.fromarray(arr[i]).resize((w, h), Image.NEAREST)
         canvas.paste(tile, (c * w, r * (h + cap)))
-        text = captions[i] if i < len(captions) else ""
-        for j, line in enumerate([text[k : k + w // 6] for k in range(0, len(text), w // 6)][:2]):
-            draw.text((c * w + 2, r * (h + cap) + h + j * 11), line, fill="black")
+        for j, line in enumerate(lines[i]):
+            draw.text((c * w + 2, r * (h + cap) + h + 2 + j * line_h), line, fill="black")
+    return canvas
+
+
+def save_image_grid(images: torch.Tensor, captions: list[str], path: str, ncol: int = 8, scale: int = 2):
+    """images (N, 3, H, W) in [0, 1] -> one PNG (`grid_image`): every caption whole, wrapped under its image."""
+    canvas = grid_image(images, captions, ncol, scale)
     write_atomic(path, lambda p: canvas.save(p, format="PNG"))
+    return canvas
 
 
 def import_wandb():
@@ -177,6 +190,22 @@ class Logger:
                 self.writer.add_scalar(k, v, step)
         if self.wandb is not None:
             self.wandb.log(metrics, step=step)
+
+    def log_image(self, step: int, tag: str, image, caption: str = ""):
+        """A PIL image (a captioned grid) beside the curves: TensorBoard's `add_image` and W&B's `wandb.Image`
+        (the PNG files themselves are written by the caller)."""
+        if not self.enabled:
+            return
+        if self.writer is not None:
+            import numpy as np
+
+            self.writer.add_image(tag, np.asarray(image.convert("RGB")), step, dataformats="HWC")
+            if caption:
+                self.writer.add_text(f"{tag}/caption", caption, step)
+        if self.wandb is not None:
+            import wandb
+
+            self.wandb.log({tag: wandb.Image(image, caption=caption or None)}, step=step)
 
     def close(self):
         if self.enabled:

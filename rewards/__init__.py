@@ -1,5 +1,10 @@
 """Rewards. A reward is a callable (images (B,3,H,W) in [0,1], prompts list[str], metadata list[dict])
--> FloatTensor (B,). `get_reward(name)` builds one by name; heavy libraries are imported only then."""
+-> FloatTensor (B,). `get_reward(name)` builds one by name; heavy libraries are imported only then.
+
+A name is a registered reward, 'module:factory' for your own, or a weighted sum of rewards, "hps=1.0,clip=0.5":
+each component is scored once per batch, the sum Σ w·r is the reward, and the components of the latest call are
+kept in `.last` (the scripts log them as rewards/<name>). A registered name may itself stand for such a sum
+(MIXES: STAGE's T2I-R1 mix is exactly "hps=1,git_vqa=1,gdino=1")."""
 from __future__ import annotations
 
 import importlib
@@ -18,13 +23,60 @@ REWARDS = {
     "geneval_coco_strict": "rewards.geneval:make_geneval_coco_strict",
     "git_vqa": "rewards.git_vqa:load_git_vqa",
     "gdino": "rewards.gdino:load_gdino",
-    "hps_git_gdino": "rewards.t2i_r1:make_hps_git_gdino",
     # AR-GRPO's image-quality and VLM-judge rewards (raw scores; the x2 and /4 weights belong to the trainer)
     "maniqa": "rewards.maniqa:make_maniqa",
     "qwen_label": "rewards.qwen_judge:make_qwen_label",
     "qwen_fake": "rewards.qwen_judge:make_qwen_fake",
     "qwen_weird": "rewards.qwen_judge:make_qwen_weird",
 }
+
+
+# registered sums of rewards, written as on the command line
+MIXES = {
+    "hps_git_gdino": "hps=1,git_vqa=1,gdino=1",  # T2I-R1's reward, STAGE's HPS runs (§4.1): no normalisation
+}
+
+
+def parse_mix(name: str) -> list[tuple[str, float]] | None:
+    """"hps=1.0,clip=0.5" (or a MIXES name) -> [("hps", 1.0), ("clip", 0.5)]; None for a single reward.
+    Raises ValueError in one line on a malformed sum."""
+    name = MIXES.get(name, name)
+    if "=" not in name:
+        return None
+    parts = []
+    for item in name.split(","):
+        reward, eq, weight = item.strip().partition("=")
+        reward = reward.strip()
+        try:
+            w = float(weight)
+        except ValueError:
+            w = float("nan")
+        if not eq or not reward or w != w or w in (float("inf"), float("-inf")):
+            raise ValueError(f"reward {name!r}: write a weighted sum as 'name=weight,name=weight' (e.g. "
+                             f"'hps=1.0,clip=0.5'); {item.strip()!r} is not 'name=number'")
+        if parse_mix(reward) is not None:
+            raise ValueError(f"reward {name!r}: {reward!r} is itself a sum; list its components instead")
+        parts.append((reward, w))
+    names = [r for r, _ in parts]
+    if len(set(names)) < len(names):
+        raise ValueError(f"reward {name!r}: {sorted({n for n in names if names.count(n) > 1})[0]!r} appears twice "
+                         f"(each reward is scored once: give it one weight)")
+    return parts
+
+
+class WeightedSum:
+    """Σ_k w_k·r_k(images, prompts, metadata), each r_k called once; `.last` holds the latest raw components."""
+
+    def __init__(self, rewards: dict, weights: dict[str, float]):
+        self.rewards, self.weights = rewards, weights
+        self.last: dict = {}
+
+    def __call__(self, images, prompts, metadata):
+        import torch
+
+        self.last = {k: torch.as_tensor(r(images, prompts, metadata)).float().reshape(-1).cpu()
+                     for k, r in self.rewards.items()}
+        return sum(self.weights[k] * v for k, v in self.last.items())
 
 
 def _spec(name: str) -> str:
@@ -37,10 +89,15 @@ def _spec(name: str) -> str:
             raise ValueError(f"reward {name!r}: write your own reward as 'module:factory' (an importable module and "
                              f"the name of a function in it that takes device= and returns the reward)")
         return name
-    raise ValueError(f"unknown reward {name!r}; known: {', '.join(REWARDS)}, or 'module:factory' for your own")
+    raise ValueError(f"unknown reward {name!r}; known: {', '.join([*REWARDS, *MIXES])}, 'module:factory' for your "
+                     f"own, or a weighted sum 'name=weight,...'")
 
 
 def check_reward_name(name: str):
+    if (mix := parse_mix(name)) is not None:
+        for reward, _ in mix:
+            check_reward_name(reward)
+        return
     module, factory = _spec(name).split(":")
     try:
         found = hasattr(importlib.import_module(module), factory)
@@ -52,6 +109,8 @@ def check_reward_name(name: str):
 
 def get_reward(name: str, device="cpu"):
     check_reward_name(name)
+    if (mix := parse_mix(name)) is not None:
+        return WeightedSum({r: get_reward(r, device) for r, _ in mix}, dict(mix))
     module, factory = _spec(name).split(":")
     try:
         return getattr(importlib.import_module(module), factory)(device=device)
@@ -64,6 +123,10 @@ def get_reward(name: str, device="cpu"):
 def check_reward(name: str, metadata: list[dict]):
     """Fail early: unknown name, or prompts this reward cannot score (the reward module's `validate`)."""
     check_reward_name(name)
+    if (mix := parse_mix(name)) is not None:
+        for reward, _ in mix:
+            check_reward(reward, metadata)
+        return
     module, factory = _spec(name).split(":")
     module = importlib.import_module(module)
     check = getattr(getattr(module, factory), "validate", None) or getattr(module, "validate", None)

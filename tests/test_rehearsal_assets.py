@@ -11,7 +11,7 @@ from common.llamagen import LLAMAGEN_CHECKPOINTS
 from common.models import load_model
 from rehearsal_assets import (JANUS_GRID, JANUS_IMAGE_SIZE, MODEL_REWARDS, NO_ASSET_REWARDS, SHRUNK_GPT,  # noqa: F401
                               apply_env, build_assets, param_delta, rehearsal_env, rehearse, shrink, shrink_llamagen)
-from rewards import REWARDS, check_reward, compute_rewards, get_reward
+from rewards import MIXES, REWARDS, check_reward, compute_rewards, get_reward
 
 GENEVAL_ROWS = [
     {"tag": "single_object", "include": [{"class": "cat", "count": 1}], "prompt": "a photo of a cat"},
@@ -65,8 +65,8 @@ def test_layout_env_and_reuse(rehearsal_env):
 
 
 def test_every_reward_is_covered():
-    assert set(REWARDS) == set(MODEL_REWARDS) | set(NO_ASSET_REWARDS), \
-        "a reward was added to rewards.REWARDS: give it a tiny stand-in in tests/rehearsal_assets.py"
+    assert set(REWARDS) | set(MIXES) == set(MODEL_REWARDS) | set(NO_ASSET_REWARDS), \
+        "a reward was added to rewards.REWARDS or MIXES: give it a tiny stand-in in tests/rehearsal_assets.py"
 
 
 @pytest.mark.parametrize("name", MODEL_REWARDS)

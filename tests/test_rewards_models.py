@@ -18,7 +18,7 @@ from rewards.geneval import GenEvalReward  # noqa: E402
 from rewards.geneval_color import BACKGROUND, CLIPColorClassifier  # noqa: E402
 from rewards.git_vqa import GitVQAReward, questions  # noqa: E402
 from rewards.mask2former import Mask2FormerDetector, masks_to_boxes  # noqa: E402
-from rewards.t2i_r1 import HPSGitGDinoReward  # noqa: E402
+from rewards import WeightedSum, parse_mix  # noqa: E402
 
 WORDS = ["a", "photo", "of", "cat", "dog", "red", "blue", "green", "object", "colored", "-", "yes", "no",
          "bench", "tv", "remote", "apple", "big", "table", "left", "right", "next", "to", "the"] + list(GENEVAL_COLORS)
@@ -445,14 +445,15 @@ class _Const:
 
 
 def test_t2i_r1_mix_sums_components(git_reward, gdino_reward):
-    mix = HPSGitGDinoReward(_Const(0.25), git_reward, gdino_reward)
+    """hps_git_gdino is the registered sum "hps=1,git_vqa=1,gdino=1": each component once, summed with weight 1."""
+    assert parse_mix("hps_git_gdino") == [("hps", 1.0), ("git_vqa", 1.0), ("gdino", 1.0)]
+    mix = WeightedSum({"hps": _Const(0.25), "git_vqa": git_reward, "gdino": gdino_reward},
+                      dict(parse_mix("hps_git_gdino")))
     images = torch.rand(5, 3, 128, 128)
     r = mix(images, [m["prompt"] for m in T2I_ROWS], T2I_ROWS)
-    assert set(mix.last) == {"hps", "git", "gdino"}
-    torch.testing.assert_close(r, mix.last["hps"] + mix.last["git"] + mix.last["gdino"])
+    assert set(mix.last) == {"hps", "git_vqa", "gdino"}
+    torch.testing.assert_close(r, mix.last["hps"] + mix.last["git_vqa"] + mix.last["gdino"])
     assert r.shape == (5,) and torch.all(r >= 0.25) and torch.all(r <= 2.25)
-    with pytest.raises(ValueError, match="spatial_info"):
-        mix(images[:1], ["x"], [{"prompt": "x", "nouns": ["a"], "task_type": "spatial"}])
 
 
 # ----------------------------------------------------------------------------- registry, imports, errors
@@ -461,7 +462,7 @@ def test_t2i_r1_mix_sums_components(git_reward, gdino_reward):
 def test_rewards_and_common_import_no_heavy_library():
     code = ("import sys, rewards, common, common.prompts, common.coco_prompts, rewards.clip, rewards.hps, "
             "rewards.geneval, rewards.geneval_color, rewards.mask2former, rewards.convert_mask2former, "
-            "rewards.git_vqa, rewards.gdino, rewards.t2i_r1, rewards.hub; print(sorted(m for m in ('transformers', "
+            "rewards.git_vqa, rewards.gdino, rewards.hub; print(sorted(m for m in ('transformers', "
             "'rapidocr', 'open_clip', 'torchvision', 'huggingface_hub') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
@@ -471,9 +472,11 @@ def test_rewards_and_common_import_no_heavy_library():
 def test_registry_validates_t2i_r1_and_geneval_rows():
     from rewards import REWARDS, check_reward
 
-    for name in ("clip", "hps", "geneval_coco", "geneval_coco_strict", "git_vqa", "gdino", "hps_git_gdino"):
+    for name in ("clip", "hps", "geneval_coco", "geneval_coco_strict", "git_vqa", "gdino"):
         assert name in REWARDS
-    check_reward("hps_git_gdino", T2I_ROWS)
+    check_reward("hps_git_gdino", T2I_ROWS)  # a registered sum: each component validates the rows
+    with pytest.raises(ValueError, match="spatial_info"):
+        check_reward("hps_git_gdino", [{"prompt": "x", "nouns": ["a"], "task_type": "spatial"}])
     with pytest.raises(ValueError, match="numeracy_info"):
         check_reward("hps_git_gdino", [{"prompt": "x", "nouns": ["a"], "task_type": "numeracy"}])
     with pytest.raises(ValueError, match="'include'"):
