@@ -38,7 +38,8 @@ def test_count_objects(tree_import):
     if n == 3 and mod.count_objects([det("square", 1.0)], "circle") == 1:
         raise AssertionError("detections of other classes were counted: count only the asked class")
     assert n == 2, f"2 circles have score > 0.9 in this list, got {n}"
-    assert mod.count_objects(dets, "square") == 1 and mod.count_objects(dets, "triangle") == 0
+    assert mod.count_objects(dets, "square") == 1 and mod.count_objects(dets, "triangle") == 0, \
+        "count_objects(dets, cls) counts the detections of class cls only (1 square, 0 triangles in this list)"
     assert mod.count_objects(dets, "circle", threshold=0.96) == 1, "the threshold argument must be used"
 
 
@@ -110,4 +111,4 @@ def test_agrees_with_geneval_and_registry(tree_import):
         rewards.check_reward("assignments.counting_reward:make_counting_reward",
                              [{"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "red"}],
                                "prompt": "a photo of a red circle"}])
-    assert callable(fn)
+    assert callable(fn), "rewards.get_reward('assignments.counting_reward:make_counting_reward') must give a callable"
