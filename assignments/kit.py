@@ -108,14 +108,74 @@ def marked_files(root: str = REPO) -> dict[str, list[dict]]:
     return out
 
 
+LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]+)\)")
+CODE_PATH = re.compile(r"`([A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)+)`")
+ELSEWHERE = " (in the full repository, not in the student tree)"
+
+
+def _target(md_rel: str, ref: str, root: str) -> str | None:
+    """The repository path a doc reference names (a link relative to the doc, a code span relative to the root or
+    the doc), or None for a URL, an anchor or a path the repository does not hold either."""
+    ref = ref.split("#")[0]
+    if not ref or "://" in ref or ref.startswith("mailto:"):
+        return None
+    for base in (os.path.dirname(md_rel), ""):
+        rel = os.path.normpath(os.path.join(base, ref))
+        if not rel.startswith("..") and os.path.exists(os.path.join(root, rel)):
+            return rel
+    return None
+
+
+def _missing(rel: str, files: set[str]) -> bool:
+    return rel not in files and not any(f.startswith(rel + os.sep) for f in files)
+
+
+def student_doc(text: str, md_rel: str, files: set[str], root: str = REPO) -> str:
+    """A doc as the student tree holds it: a link to a repository file the tree lacks (tests/, the kit's private
+    parts) becomes its text, and a code span naming one is marked as being in the full repository only."""
+    def link(m):
+        rel = _target(md_rel, m.group(2), root)
+        return m.group(1) + ELSEWHERE if rel is not None and _missing(rel, files) else m.group(0)
+
+    def code(m):
+        rel = _target(md_rel, m.group(1), root)
+        return m.group(0) + ELSEWHERE if rel is not None and _missing(rel, files) else m.group(0)
+
+    return CODE_PATH.sub(code, LINK.sub(link, text))
+
+
+def missing_refs(student: str, root: str = REPO) -> list[str]:
+    """References in the student tree's docs to repository files the tree lacks, not marked as such -> problems."""
+    problems = []
+    files = set(repo_files(student))
+    for rel in sorted(files):
+        if not rel.endswith(".md"):
+            continue
+        text = open(os.path.join(student, rel), encoding="utf-8").read()
+        for m in LINK.finditer(text):
+            t = _target(rel, m.group(2), root)
+            if t is not None and _missing(t, files):
+                problems.append(f"{rel}: links to {m.group(2)}, which the student tree lacks")
+        for m in CODE_PATH.finditer(text):
+            t = _target(rel, m.group(1), root)
+            if t is not None and _missing(t, files) and not text[m.end():].startswith(ELSEWHERE):
+                problems.append(f"{rel}: names {m.group(1)}, which the student tree lacks")
+    return problems
+
+
 def make(out: str, root: str = REPO, force: bool = False) -> int:
     """Build the student tree in `out` -> the number of regions replaced."""
     if os.path.exists(out) and os.listdir(out) and not force:
         raise SystemExit(f"{out} exists and is not empty; give an empty or new folder (or --force)")
     n = 0
-    for rel in repo_files(root):
+    files = repo_files(root)
+    for rel in files:
         src, dst = os.path.join(root, rel), os.path.join(out, rel)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if rel.endswith(".md"):
+            with open(dst, "w", encoding="utf-8") as f:
+                f.write(student_doc(open(src, encoding="utf-8").read(), rel, set(files), root))
+            continue
         if rel.endswith(".py"):
             text = open(src, encoding="utf-8").read()
             if "# BEGIN SOLUTION" in text:
