@@ -29,6 +29,7 @@ def main(argv=None) -> int:
     gs.add_argument("--visibility", default="", metavar="NN=V[,NN=V]",
                     help="per exercise: visible (default), after_due_date, hidden or after_published, "
                          "e.g. 10=after_due_date")
+    gs.add_argument("--only", metavar="NN[,NN]", help="grade only these exercises (e.g. a week: 01,02,03,04)")
     gs.add_argument("--sandbox-user", default="gs_student", metavar="NAME",
                     help="the unprivileged account setup.sh creates and the graded code runs as")
     gr_run = sub.add_parser("gradescope-run", help="what run_autograder does (Gradescope's /autograder layout)")
@@ -106,7 +107,11 @@ def main(argv=None) -> int:
         if not os.path.isdir(parent) or os.path.isdir(a.out):
             print(f"--out {a.out}: give a zip file name in an existing folder", file=sys.stderr)
             return 2
-        n = gradescope.build(a.out, vis, a.sandbox_user)
+        only = sorted(set(a.only.split(","))) if a.only else None
+        if only and not set(only) <= set(kit.EXERCISES):
+            print(f"--only {a.only}: exercises are {', '.join(kit.EXERCISES)}", file=sys.stderr)
+            return 2
+        n = gradescope.build(a.out, vis, a.sandbox_user, only)
         print(f"{a.out}: setup.sh, run_autograder and {n - 2} source files; upload it as the autograder "
               f"(visibility: {', '.join(f'ex{k} {v}' for k, v in sorted(vis.items())) or 'all visible'})")
         return 0

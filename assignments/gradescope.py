@@ -78,10 +78,10 @@ def torch_requirement() -> str:
     return "torch"
 
 
-def build(out: str, visibility: dict[str, str], user: str = SANDBOX_USER) -> int:
+def build(out: str, visibility: dict[str, str], user: str = SANDBOX_USER, exercises: list[str] | None = None) -> int:
     """Write the autograder zip -> the number of files. Its root: setup.sh, run_autograder and the repository
     (the reference and the kit, without tests/ and assignments/private/), plus assignments/gradescope.json."""
-    config = {"visibility": visibility, "sandbox_user": user}
+    config = {"visibility": visibility, "sandbox_user": user, "exercises": exercises or sorted(kit.EXERCISES)}
     files = kit.repo_files(kit.REPO)
     tmp = out + ".tmp"
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
@@ -138,7 +138,7 @@ def run(root: str) -> int:
         missing = [rel for rel in kit.exercise_files() if rel not in taken]
         notes = [f"graded files: {graded}"] + ([f"not in the submission (graded blank): {', '.join(missing)}"]
                                                if missing else []) + notes
-        records = kit.grade(sub, user=user)
+        records = kit.grade(sub, exercises=config.get("exercises"), user=user)
         doc = results(records, time.time() - t0, visibility, notes)
         code = 0
     except BaseException as e:  # noqa: BLE001 — the student must see a result, never an autograder failure

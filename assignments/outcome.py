@@ -74,6 +74,22 @@ def score(policy: str | None = None) -> float:
     return float(summary["overall"])
 
 
+def unchanged(policy: str) -> bool:
+    """Whether the weights in `policy` are exactly the shipped toy policy's (a run that did not move them)."""
+    import torch
+
+    from common.models import load_model
+    from common.utils import load_safetensors
+
+    try:
+        sd = load_safetensors(policy)
+    except ValueError:
+        return False
+    base = load_model("toy", "cpu", torch.float32).policy.state_dict()
+    return set(sd) == set(base) and all(sd[k].shape == base[k].shape and torch.equal(sd[k].to(base[k].dtype), base[k])
+                                        for k in sd)
+
+
 @functools.lru_cache(maxsize=1)
 def _before() -> float:
     return score(None)
@@ -85,7 +101,11 @@ def _defaults():
 
     spec = importlib.util.spec_from_file_location("assignments_kit_grpo_vanilla", os.path.join(REPO, "grpo_vanilla.py"))
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.modules.pop(spec.name, None)
     return mod.Args()
 
 
@@ -112,6 +132,8 @@ def run(tree: str, seed: int = SEED, timeout: float = TIME_LIMIT, box=None) -> d
         path = checkpoint(out, seed)
         if not os.path.isfile(path):
             raise RuntimeError(f"the training run exited 0 but wrote no checkpoint of step {STEPS}")
+        if unchanged(path):  # nothing learned, nothing to evaluate
+            return {"before": None, "after": None, "gain": 0.0, "seconds": seconds}
         try:
             after = score(path)
         except ValueError as e:

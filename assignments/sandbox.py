@@ -29,6 +29,7 @@ from assignments import sandbox_child as wire
 
 CHILD_SOURCE = open(wire.__file__, encoding="utf-8").read()
 CALL_TIMEOUT = 25.0  # seconds per call (pytest-timeout's 30 s per test is the backstop)
+STARTUP_TIMEOUT = 120.0  # seconds for the child to import torch and answer (a loaded machine)
 BUILTIN_ERRORS = {c.__name__: c for c in (ValueError, TypeError, RuntimeError, IndexError, KeyError, AttributeError,
                                           ZeroDivisionError, ImportError, ModuleNotFoundError, OverflowError,
                                           AssertionError, LookupError, ArithmeticError, FileNotFoundError, OSError)}
@@ -153,10 +154,12 @@ class Sandbox:
                                 umask=0o077, **extra, **kw)
 
     def start(self) -> None:
+        """Start the child and wait until it is ready (its imports do not count against a call's time limit)."""
         err = open(self.log, "ab")
         self.proc = self._popen([sys.executable, "-I", "-c", CHILD_SOURCE, self.tree], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=err)
         err.close()
+        self.request({"op": "ping"}, timeout=STARTUP_TIMEOUT)
 
     def close(self) -> None:
         if self.proc is not None:

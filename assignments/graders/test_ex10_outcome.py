@@ -17,5 +17,7 @@ def test_short_run_learns(vanilla, sandbox, outcome, credit):
     except RuntimeError as e:
         raise AssertionError(str(e)) from None
     fraction, feedback = outcome.tier(result["gain"])
+    if result["after"] is None:
+        raise AssertionError(f"the run left the policy's weights unchanged: {feedback}")
     credit(fraction, f"{feedback} (before {result['before']:.3f}, after {result['after']:.3f}, "
                      f"{result['seconds']:.0f} s)")
