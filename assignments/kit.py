@@ -244,7 +244,7 @@ def declared_points() -> dict[tuple[str, str], float]:
 
 def exercise_files(root: str = REPO) -> list[str]:
     """The files a student edits: those with solution regions (grpo_vanilla.py, ..., common/sampling.py, ...)."""
-    return sorted(marked_files(root))
+    return sorted(rel for rel, regs in marked_files(root).items() if regs)
 
 
 def find_submission(sub: str, follow_links: bool = True) -> tuple[dict[str, str], list[str]]:

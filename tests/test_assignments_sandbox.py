@@ -165,3 +165,29 @@ def test_sandbox_user_checks():
         sandbox_user("no_such_user_here_25")
     with pytest.raises(SystemExit, match="is root"):
         sandbox_user("root")
+
+
+def test_privilege_drop_path(tmp_path, monkeypatch):
+    """with an account, the child is started as that uid and gid with no supplementary groups, in its own session,
+    with an environment of its own (stubbed account lookup and Popen: dropping needs root and an interpreter the
+    account can run)"""
+    import assignments.sandbox as sb
+
+    seen = {}
+
+    class Fake:
+        def __init__(self, cmd, **kw):
+            seen.update(kw, cmd=cmd)
+            raise OSError("stop here")
+
+    monkeypatch.setattr(sb, "sandbox_user", lambda name: (4242, 4343))
+    monkeypatch.setattr(sb, "hand_over", lambda path, ids: seen.setdefault("owned", []).append((path, ids)))
+    monkeypatch.setattr(sb.subprocess, "Popen", Fake)
+    box = sb.Sandbox(str(tmp_path), user="student", scratch=str(tmp_path / "s"))
+    with pytest.raises(OSError, match="stop here"):
+        box.start()
+    assert seen["user"] == 4242 and seen["group"] == 4343 and seen["extra_groups"] == []
+    assert seen["start_new_session"] and seen["umask"] == 0o077
+    assert seen["owned"] == [(str(tmp_path / "s"), (4242, 4343))]
+    assert set(seen["env"]) >= {"HOME", "PATH"} and not any(k.startswith("ASSIGN") for k in seen["env"])
+    assert seen["cmd"][1:3] == ["-I", "-c"], "the child's code comes from the grader, not from a kit file"
