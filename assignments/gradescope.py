@@ -51,6 +51,7 @@ RUN = """#!/usr/bin/env bash
 set -u
 ROOT="${AUTOGRADER_ROOT:-/autograder}"
 PY="${AUTOGRADER_PYTHON:-$ROOT/venv/bin/python}"
+export PYTHONDONTWRITEBYTECODE=1
 cd "$ROOT/source" || exit 1
 exec "$PY" -m assignments gradescope-run --root "$ROOT"
 """

@@ -51,6 +51,7 @@ DROP = _nobody_runs_python()
 USER = "nobody" if DROP else ""
 # without the privilege drop, process separation alone defeats these; the others need the drop
 WITHOUT_DROP = {"blank tree", "atexit prelude rewriting the results", "writing results.json directly",
+                "a daemon rewriting the results after the grader's child ends",
                 "monkeypatching torch.allclose and torch.equal", "editing the grader files in the submission"}
 
 
@@ -206,9 +207,9 @@ def _forge():
 '''.format(full=FULL, gs=RESULTS_GS)
 
 ATTEMPTS = {
-    "atexit prelude rewriting the results": WRITE_RESULTS + '''
-_a.register(_forge)
-if _o.fork() == 0:  # and a daemon that outlives the grader's child, rewriting for a while
+    "atexit prelude rewriting the results": WRITE_RESULTS + "_a.register(_forge)\n",
+    "a daemon rewriting the results after the grader's child ends": WRITE_RESULTS + '''
+if _o.fork() == 0:  # a daemon that outlives the grader's child (its own session), rewriting for a while
     _o.setsid()
     import time as _t
     for _ in range(20):
@@ -282,10 +283,11 @@ if __name__ == "__main__":  # no training: a fake score line and the untouched w
 
 def digest(folder):
     h = hashlib.sha256()
-    for d, _, files in sorted(os.walk(folder)):
+    for d, dirs, files in sorted(os.walk(folder)):
+        dirs[:] = sorted(x for x in dirs if x != "__pycache__")
         for f in sorted(files):
             p = os.path.join(d, f)
-            h.update(p.encode() + open(p, "rb").read())
+            h.update(os.path.relpath(p, folder).encode() + open(p, "rb").read())
     return h.hexdigest()
 
 
@@ -321,7 +323,7 @@ def test_forging_attempts_score_as_blank(outcome_zip, tmp_path):
         open(os.path.join(sub, "assignments", "kit.py"), "a").write("\ndef grade(*a, **k):\n    return []\n")
 
     cases = {"blank tree": blank()}
-    cases.update({name: blank(body) for name, body in ATTEMPTS.items()})
+    cases.update({name: blank(body) for name, body in ATTEMPTS.items() if name != "loading the reference implementation"})
     cases["a student function that loads the reference"] = blank(ATTEMPTS["loading the reference implementation"],
                                                                  REFERENCE_FUNCS)
     cases["editing the grader files in the submission"] = graders_edited

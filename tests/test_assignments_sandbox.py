@@ -128,6 +128,7 @@ def test_in_place_writes_show(box):
     assert torch.equal(r, torch.zeros(2, 2, dtype=torch.float64))
 
 
+@pytest.mark.slow
 def test_errors_hangs_and_crashes(box):
     """an exception keeps its type (NotImplementedError, or a StudentError subclass of the builtin); a hang or a
     crash is an AssertionError naming it, and the next call gets a fresh child"""

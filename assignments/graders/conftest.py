@@ -25,7 +25,7 @@ UNIT_TIMEOUT = 30  # seconds per unit test (each takes well under 10 s on a 2-co
 KIT_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if KIT_REPO not in sys.path:
     sys.path.insert(0, KIT_REPO)  # the kit's own modules (the sandbox, the evaluation), never the graded tree's
-from assignments.sandbox import Sandbox, StudentError  # noqa: E402
+from assignments.sandbox import Sandbox, StudentError, become_subreaper, kill_descendants  # noqa: E402
 
 _records: list[dict] = []
 TIMED_OUT = re.compile(r"Timeout \(?>\d")
@@ -41,6 +41,7 @@ def pytest_configure(config):
 
 def pytest_sessionstart(session):
     if os.environ.get("ASSIGN_TREE"):
+        become_subreaper()  # a daemon of the graded code cannot outlive the grading (kill_descendants)
         box().start()  # the child's imports (torch) before any test's time limit starts
 
 
@@ -133,6 +134,8 @@ def pytest_runtest_makereport(item, call):
 def pytest_sessionfinish(session):
     if _box is not None:
         _box.close()
+    if os.environ.get("ASSIGN_TREE"):
+        kill_descendants()  # before the results exist: nothing of the graded code is left to touch them
     path = os.environ.get("ASSIGN_RESULTS")
     if path:
         with open(path, "w", encoding="utf-8") as f:
