@@ -1,8 +1,8 @@
-"""python -m assignments make --out DIR | grade DIR [--json FILE] | selfcheck [--quick]   (assignments/README.md)"""
+"""python -m assignments make --out DIR | grade DIR [--json FILE] | gradescope --out ZIP | selfcheck [--quick]
+(assignments/README.md)"""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -22,6 +22,18 @@ def main(argv=None) -> int:
     gr.add_argument("--only", metavar="NN[,NN]", help="grade only these exercises, e.g. 01,03")
     gr.add_argument("--no-outcome", action="store_true", help="skip exercise 10's training run (~2–5 min)")
     gr.add_argument("--verbose", action="store_true", help="show pytest's own output")
+    gr.add_argument("--sandbox-user", metavar="NAME", default="",
+                    help="run the graded code as this unprivileged account (the grader must be root)")
+    gs = sub.add_parser("gradescope", help="build Gradescope's autograder zip: setup.sh, run_autograder, the source")
+    gs.add_argument("--out", required=True, help="the zip to write, e.g. autograder.zip")
+    gs.add_argument("--visibility", default="", metavar="NN=V[,NN=V]",
+                    help="per exercise: visible (default), after_due_date, hidden or after_published, "
+                         "e.g. 10=after_due_date")
+    gs.add_argument("--only", metavar="NN[,NN]", help="grade only these exercises (e.g. a week: 01,02,03,04)")
+    gs.add_argument("--sandbox-user", default="gs_student", metavar="NAME",
+                    help="the unprivileged account setup.sh creates and the graded code runs as")
+    gr_run = sub.add_parser("gradescope-run", help="what run_autograder does (Gradescope's /autograder layout)")
+    gr_run.add_argument("--root", default=os.environ.get("AUTOGRADER_ROOT", "/autograder"))
     sc = sub.add_parser("selfcheck", help="verify the kit: reference full marks, blank tree 0, every mutant caught")
     sc.add_argument("--quick", action="store_true", help="everything except the outcome run (what CI runs)")
     sc.add_argument("--keep", metavar="DIR", help="keep the student tree it builds in DIR")
@@ -29,25 +41,84 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
 
     if a.cmd == "make":
-        n = kit.make(a.out, force=a.force)
+        out, repo = os.path.realpath(a.out), os.path.realpath(kit.REPO)
+        if out == repo or repo.startswith(out + os.sep):
+            print(f"--out {a.out} is the repository (or holds it): give a new folder, e.g. --out handout/",
+                  file=sys.stderr)
+            return 2
+        if os.path.exists(a.out) and not os.path.isdir(a.out):
+            print(f"--out {a.out} is a file: give an empty or new folder", file=sys.stderr)
+            return 2
+        if os.path.isdir(a.out) and os.listdir(a.out) and not a.force:
+            print(f"--out {a.out} exists and is not empty: give an empty or new folder (or --force)", file=sys.stderr)
+            return 2
+        try:
+            n = kit.make(a.out, force=a.force)
+        except OSError as e:
+            print(f"--out {a.out}: cannot write the student tree ({e.strerror or e})", file=sys.stderr)
+            return 2
         print(f"student tree in {a.out}: {n} solution regions replaced; hand it out, grade it with "
               f"`python -m assignments grade {a.out}`")
         return 0
     if a.cmd == "grade":
-        if not os.path.isfile(os.path.join(a.tree, "grpo_vanilla.py")):
-            print(f"{a.tree} is not a tree of this project (no grpo_vanilla.py)", file=sys.stderr)
+        if not os.path.isdir(a.tree):
+            print(f"{a.tree} is not a folder: give a student tree, a folder holding one, or the edited files",
+                  file=sys.stderr)
+            return 2
+        if not kit.find_submission(a.tree)[0]:
+            print(f"{a.tree} holds none of the exercise files ({', '.join(kit.exercise_files())})", file=sys.stderr)
+            return 2
+        if a.json:
+            parent = os.path.dirname(os.path.abspath(a.json))
+            if not os.path.isdir(parent) or not os.access(parent, os.W_OK) or os.path.isdir(a.json):
+                print(f"--json {a.json}: {parent} is not a writable folder (create it first)"
+                      if not os.path.isdir(a.json) else f"--json {a.json} is a folder: give a file name",
+                      file=sys.stderr)
+                return 2
+        from assignments.sandbox import sandbox_user
+
+        try:
+            sandbox_user(a.sandbox_user)
+        except SystemExit as e:
+            print(e, file=sys.stderr)
             return 2
         only = set(a.only.split(",")) if a.only else None
         if only and not only <= set(kit.EXERCISES):
             print(f"--only {a.only}: exercises are {', '.join(kit.EXERCISES)}", file=sys.stderr)
             return 2
         t0 = time.time()
-        records = kit.grade(a.tree, exercises=only, outcome=not a.no_outcome, quiet=not a.verbose)
+        records = kit.grade(a.tree, exercises=only, outcome=not a.no_outcome, quiet=not a.verbose,
+                            user=a.sandbox_user or None)
         print(kit.table(records))
         if a.json:
-            with open(a.json, "w", encoding="utf-8") as f:
-                json.dump(kit.gradescope(records, time.time() - t0), f, indent=1, ensure_ascii=False)
+            from assignments.gradescope import write_json
+
+            write_json(a.json, kit.gradescope(records, time.time() - t0))
         return 0
+    if a.cmd == "gradescope":
+        from assignments import gradescope
+
+        try:
+            vis = gradescope.parse_visibility(a.visibility)
+        except ValueError as e:
+            print(e, file=sys.stderr)
+            return 2
+        parent = os.path.dirname(os.path.abspath(a.out))
+        if not os.path.isdir(parent) or os.path.isdir(a.out):
+            print(f"--out {a.out}: give a zip file name in an existing folder", file=sys.stderr)
+            return 2
+        only = sorted(set(a.only.split(","))) if a.only else None
+        if only and not set(only) <= set(kit.EXERCISES):
+            print(f"--only {a.only}: exercises are {', '.join(kit.EXERCISES)}", file=sys.stderr)
+            return 2
+        n = gradescope.build(a.out, vis, a.sandbox_user, only)
+        print(f"{a.out}: setup.sh, run_autograder and {n - 2} source files; upload it as the autograder "
+              f"(visibility: {', '.join(f'ex{k} {v}' for k, v in sorted(vis.items())) or 'all visible'})")
+        return 0
+    if a.cmd == "gradescope-run":
+        from assignments import gradescope
+
+        return gradescope.run(a.root)
     try:
         from assignments.private.selfcheck import selfcheck
     except ImportError:

@@ -108,14 +108,74 @@ def marked_files(root: str = REPO) -> dict[str, list[dict]]:
     return out
 
 
+LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]+)\)")
+CODE_PATH = re.compile(r"`([A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)+)`")
+ELSEWHERE = " (in the full repository, not in the student tree)"
+
+
+def _target(md_rel: str, ref: str, root: str) -> str | None:
+    """The repository path a doc reference names (a link relative to the doc, a code span relative to the root or
+    the doc), or None for a URL, an anchor or a path the repository does not hold either."""
+    ref = ref.split("#")[0]
+    if not ref or "://" in ref or ref.startswith("mailto:"):
+        return None
+    for base in (os.path.dirname(md_rel), ""):
+        rel = os.path.normpath(os.path.join(base, ref))
+        if not rel.startswith("..") and os.path.exists(os.path.join(root, rel)):
+            return rel
+    return None
+
+
+def _missing(rel: str, files: set[str]) -> bool:
+    return rel not in files and not any(f.startswith(rel + os.sep) for f in files)
+
+
+def student_doc(text: str, md_rel: str, files: set[str], root: str = REPO) -> str:
+    """A doc as the student tree holds it: a link to a repository file the tree lacks (tests/, the kit's private
+    parts) becomes its text, and a code span naming one is marked as being in the full repository only."""
+    def link(m):
+        rel = _target(md_rel, m.group(2), root)
+        return m.group(1) + ELSEWHERE if rel is not None and _missing(rel, files) else m.group(0)
+
+    def code(m):
+        rel = _target(md_rel, m.group(1), root)
+        return m.group(0) + ELSEWHERE if rel is not None and _missing(rel, files) else m.group(0)
+
+    return CODE_PATH.sub(code, LINK.sub(link, text))
+
+
+def missing_refs(student: str, root: str = REPO) -> list[str]:
+    """References in the student tree's docs to repository files the tree lacks, not marked as such -> problems."""
+    problems = []
+    files = set(repo_files(student))
+    for rel in sorted(files):
+        if not rel.endswith(".md"):
+            continue
+        text = open(os.path.join(student, rel), encoding="utf-8").read()
+        for m in LINK.finditer(text):
+            t = _target(rel, m.group(2), root)
+            if t is not None and _missing(t, files):
+                problems.append(f"{rel}: links to {m.group(2)}, which the student tree lacks")
+        for m in CODE_PATH.finditer(text):
+            t = _target(rel, m.group(1), root)
+            if t is not None and _missing(t, files) and not text[m.end():].startswith(ELSEWHERE):
+                problems.append(f"{rel}: names {m.group(1)}, which the student tree lacks")
+    return problems
+
+
 def make(out: str, root: str = REPO, force: bool = False) -> int:
     """Build the student tree in `out` -> the number of regions replaced."""
     if os.path.exists(out) and os.listdir(out) and not force:
         raise SystemExit(f"{out} exists and is not empty; give an empty or new folder (or --force)")
     n = 0
-    for rel in repo_files(root):
+    files = repo_files(root)
+    for rel in files:
         src, dst = os.path.join(root, rel), os.path.join(out, rel)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
+        if rel.endswith(".md"):
+            with open(dst, "w", encoding="utf-8") as f:
+                f.write(student_doc(open(src, encoding="utf-8").read(), rel, set(files), root))
+            continue
         if rel.endswith(".py"):
             text = open(src, encoding="utf-8").read()
             if "# BEGIN SOLUTION" in text:
@@ -182,22 +242,95 @@ def declared_points() -> dict[tuple[str, str], float]:
     return out
 
 
-def grade(tree: str, exercises=None, outcome: bool = True, quiet: bool = True) -> list[dict]:
-    """Run the graders against `tree` -> one record per test: exercise, test, name, points, score, feedback."""
-    tree = os.path.abspath(tree)
+def exercise_files(root: str = REPO) -> list[str]:
+    """The files a student edits: those with solution regions (grpo_vanilla.py, ..., common/sampling.py, ...)."""
+    return sorted(rel for rel, regs in marked_files(root).items() if regs)
+
+
+def find_submission(sub: str, follow_links: bool = True) -> tuple[dict[str, str], list[str]]:
+    """Locate the exercise files in a submission -> ({relative path in the tree: file in the submission}, notes).
+    Accepts a whole tree, a tree zipped as one folder (sub/handout/...), or only the edited files (flat, as
+    Gradescope stores files uploaded one by one): each exercise file is taken from the tree's root if there is one,
+    else from the one file of that name in the submission. Links are not followed unless follow_links."""
+    sub = os.path.abspath(sub)
+    found: dict[str, list[str]] = {}
+    for d, dirs, files in os.walk(sub, followlinks=False):
+        dirs[:] = sorted(x for x in dirs if not x.startswith((".", "__MACOSX")) and x not in SKIP_DIRS - {"tests"})
+        if os.path.relpath(d, sub).count(os.sep) > 6:
+            dirs[:] = []
+        for f in files:
+            found.setdefault(f, []).append(os.path.join(d, f))
+    roots = sorted((os.path.dirname(p) for p in found.get("grpo_vanilla.py", [])), key=lambda p: (p.count(os.sep), p))
+    root = roots[0] if roots else None
+    taken, notes = {}, []
+    for rel in exercise_files():
+        cands = [os.path.join(root, rel)] if root and os.path.lexists(os.path.join(root, rel)) else []
+        if not cands:
+            named = found.get(os.path.basename(rel), [])
+            cands = [p for p in named if p.endswith(os.sep + rel)] or named
+        if len(cands) > 1:
+            notes.append(f"{rel}: {len(cands)} files of that name in the submission; none taken")
+            continue
+        if not cands:
+            continue
+        path = cands[0]
+        if os.path.islink(path) and not follow_links:
+            notes.append(f"{rel}: a link in the submission; not taken")
+            continue
+        if os.path.isfile(path):
+            taken[rel] = path
+    return taken, notes
+
+
+def build_graded_tree(sub: str, out: str, follow_links: bool = True) -> tuple[dict[str, str], list[str]]:
+    """The tree that is graded: a fresh student tree built from this kit, with the submission's exercise files
+    copied over it. Nothing else of the submission is used (not its graders, weights, data or common/ modules)."""
+    make(out, force=True)
+    taken, notes = find_submission(sub, follow_links)
+    for rel, path in taken.items():
+        with open(path, "rb") as f:
+            data = f.read()
+        with open(os.path.join(out, rel), "wb") as f:
+            f.write(data)
+    return taken, notes
+
+
+def grade(tree: str, exercises=None, outcome: bool = True, quiet: bool = True, user: str | None = None) -> list[dict]:
+    """Grade a submission (a tree, a folder holding one, or the edited files) -> one record per test: exercise,
+    test, name, points, score, feedback. The graders run here (a pytest process of the kit's code); the
+    submission's code runs only in their child process (assignments/sandbox.py), as `user` if given."""
+    from assignments.sandbox import hand_over, sandbox_user
+
+    ids = sandbox_user(user)
     if exercises is not None:
         exercises = set(exercises)
     if not outcome:
         exercises = (exercises or set(EXERCISES)) - {OUTCOME}
     files = grader_files(exercises)
-    with tempfile.TemporaryDirectory() as tmp:
-        results = os.path.join(tmp, "results.json")
-        env = dict(os.environ, ASSIGN_TREE=tree, ASSIGN_RESULTS=results, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-                   PYTHONPATH=tree, PYTHONDONTWRITEBYTECODE="1")
+    work = tempfile.mkdtemp(prefix="assignments_grade_")
+    private = tempfile.mkdtemp(prefix="assignments_results_")  # the grader's only: the child cannot reach it
+    try:
+        graded = os.path.join(work, "tree")
+        taken, notes = build_graded_tree(tree, graded, follow_links=ids is None)
+        scratch = os.path.join(work, "scratch")
+        os.makedirs(scratch)
+        if ids is not None:
+            os.chmod(work, 0o711)
+            hand_over(graded, ids)
+            hand_over(scratch, ids)
+        results = os.path.join(private, "results.json")
+        env = dict(os.environ, ASSIGN_TREE=graded, ASSIGN_SCRATCH=scratch, ASSIGN_RESULTS=results,
+                   ASSIGN_USER=user or "", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=REPO,
+                   PYTHONDONTWRITEBYTECODE="1")
         cmd = [sys.executable, "-m", "pytest", *files, "-q", "-p", "no:cacheprovider", "--import-mode=importlib",
                "-c", os.path.join(GRADERS, "pytest.ini"), "--rootdir", GRADERS, "--tb=no", "-rN"]
-        p = subprocess.run(cmd, cwd=tree, env=env, capture_output=quiet, text=True)
+        # the graders' process is a subreaper that kills whatever the graded code left before it writes the results
+        # (graders/conftest.py); nothing is reaped here, where other grades may run at the same time (selfcheck)
+        p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=quiet, text=True)
         records = json.load(open(results, encoding="utf-8")) if os.path.exists(results) else []
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(private, ignore_errors=True)
     ran = {(r["exercise"], r["test"]) for r in records}
     declared = declared_points()
     for (ex, test), points in declared.items():

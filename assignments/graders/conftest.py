@@ -1,15 +1,18 @@
-"""The graders' pytest plugin: points per test, one-line feedback, a time limit per test, the graded tree on sys.path.
+"""The graders' pytest plugin: points per test, one-line feedback, a time limit per test, the graded code in a child.
 
 Run through `python -m assignments grade DIR` (assignments/kit.py), which sets
-    ASSIGN_TREE     the tree under grade (a student's or the reference); its modules are imported, never the kit's
+    ASSIGN_TREE     the graded tree (a fresh student tree with the submission's exercise files)
+    ASSIGN_SCRATCH  the child's scratch folder (its HOME; the outcome run's output)
+    ASSIGN_USER     the unprivileged account the child runs as ('' = the grader's own)
     ASSIGN_RESULTS  where this plugin writes one JSON record per test: exercise, name, points, score, feedback.
-A test declares its points with `@pytest.mark.points(n)`; it scores n when it passes, 0 otherwise, unless it calls
-the `credit(fraction, feedback)` fixture (tiered credit: the outcome run). A failing test's feedback is the first
-line of its assertion message, which names the likely mistake.
+This process imports only the kit's code. The graded tree's modules are imported in a child process
+(assignments/sandbox.py): a fixture such as `vanilla` is a proxy whose functions run there on the inputs a test
+sends, and return data that the test compares here. A test declares its points with `@pytest.mark.points(n)`; it
+scores n when it passes, 0 otherwise, unless it calls the `credit(fraction, feedback)` fixture (tiered credit: the
+outcome run). A failing test's feedback is the first line of its assertion message, which names the likely mistake.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
@@ -19,8 +22,10 @@ import pytest
 
 TREE = os.path.abspath(os.environ.get("ASSIGN_TREE", os.getcwd()))
 UNIT_TIMEOUT = 30  # seconds per unit test (each takes well under 10 s on a 2-core laptop)
-if sys.path[:1] != [TREE]:
-    sys.path.insert(0, TREE)
+KIT_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if KIT_REPO not in sys.path:
+    sys.path.insert(0, KIT_REPO)  # the kit's own modules (the sandbox, the evaluation), never the graded tree's
+from assignments.sandbox import Sandbox, StudentError, become_subreaper, kill_descendants  # noqa: E402
 
 _records: list[dict] = []
 TIMED_OUT = re.compile(r"Timeout \(?>\d")
@@ -34,22 +39,36 @@ def pytest_configure(config):
     torch.set_num_threads(1)  # the same float64 sums whatever the machine's cores
 
 
+def pytest_sessionstart(session):
+    if os.environ.get("ASSIGN_TREE"):
+        become_subreaper()  # a daemon of the graded code cannot outlive the grading (kill_descendants)
+        box().start()  # the child's imports (torch) before any test's time limit starts
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(UNIT_TIMEOUT))
 
 
+_box: Sandbox | None = None
+
+
+def box() -> Sandbox:
+    """The child process that runs the graded code (started once, restarted after a crash or a time-out)."""
+    global _box
+    if _box is None:
+        _box = Sandbox(TREE, user=os.environ.get("ASSIGN_USER") or None,
+                       scratch=os.environ.get("ASSIGN_SCRATCH") or None)
+    return _box
+
+
 def load(name: str):
-    """Import a module of the graded tree (e.g. "grpo_vanilla", "common.sampling"), checking it comes from the tree."""
+    """A module of the graded tree (e.g. "grpo_vanilla", "common.sampling"), imported in the child: a proxy."""
     try:
-        mod = importlib.import_module(name)
-    except Exception as e:  # a syntax error in the student's file: say which file
-        raise AssertionError(f"cannot import {name} from the graded tree: {type(e).__name__}: {e}") from e
-    path = os.path.abspath(getattr(mod, "__file__", "") or "")
-    if not path.startswith(TREE + os.sep):
-        raise AssertionError(f"{name} was imported from {path}, not from the graded tree {TREE}")
-    return mod
+        return box().module(name)
+    except StudentError as e:  # a syntax error in the student's file: say which file
+        raise AssertionError(f"cannot import {name} from the graded tree: {e.typename}: {e}") from None
 
 
 class _Credit:
@@ -76,10 +95,13 @@ def _feedback(call) -> str:
         return f"not implemented yet ({v})"
     if e.typename == "Failed" and TIMED_OUT.search(str(v)):
         return TOO_SLOW
+    if isinstance(v, StudentError):
+        first = str(v).splitlines()[0] if str(v) else ""
+        return f"your code raised {v.typename}" + (f" at {v.where}" if v.where else "") + (f": {first}" if first else "")
     if isinstance(v, AssertionError):
         text = str(v).split("\nassert ")[0].strip() or "assertion failed"
         return " ".join(text.split("\n")[:3])
-    return f"{e.typename}: {str(v).splitlines()[0] if str(v) else ''} (wrong shapes or dtypes?)"
+    return f"{e.typename} in the grader: {str(v).splitlines()[0] if str(v) else ''}"
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -110,6 +132,10 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_sessionfinish(session):
+    if _box is not None:
+        _box.close()
+    if os.environ.get("ASSIGN_TREE"):
+        kill_descendants()  # before the results exist: nothing of the graded code is left to touch them
     path = os.environ.get("ASSIGN_RESULTS")
     if path:
         with open(path, "w", encoding="utf-8") as f:
@@ -142,19 +168,16 @@ def sampling():
 
 
 @pytest.fixture
-def exact_k3(monkeypatch):
-    """Replace kl_k3 in a script by an independent k3, so that a loss exercise is graded apart from exercise 02."""
-    import torch
+def exact_k3():
+    """Replace kl_k3 in a script by an independent k3 (in the child, during each call), so that a loss exercise is
+    graded apart from exercise 02."""
+    return lambda module: module.patched(kl_k3="exact_k3")
 
-    def k3(logp, ref_logp):
-        d = ref_logp - logp
-        return torch.exp(d) - d - 1
 
-    def patch(module):
-        monkeypatch.setattr(module, "kl_k3", k3)
-        return module
-
-    return patch
+@pytest.fixture
+def sandbox():
+    """The child process running the graded code (its tree, its account: Sandbox.spawn runs a program there)."""
+    return box()
 
 
 @pytest.fixture
@@ -165,11 +188,7 @@ def tree_import():
 
 @pytest.fixture
 def outcome():
-    """The KIT's assignments/outcome.py (its command and tiers), not the graded tree's copy."""
-    import importlib.util
+    """The KIT's assignments/outcome.py (its command, tiers and evaluation), never the graded tree's copy."""
+    from assignments import outcome as mod
 
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "outcome.py")
-    spec = importlib.util.spec_from_file_location("assignments_kit_outcome", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     return mod

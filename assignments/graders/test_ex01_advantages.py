@@ -57,8 +57,8 @@ def test_epsilon(vanilla):
     a = vanilla.group_advantages(torch.full((2, 5), 0.7, dtype=D), 1e-4)
     assert torch.isfinite(a).all() and (a == 0).all(), \
         "a group whose rewards are all equal must get A = 0 exactly (no NaN: add ε to the std)"
-    r = torch.tensor([[0.0, 1.0]], dtype=D)  # std = 1/√2
     for eps in (1e-4, 0.5):
+        r = torch.tensor([[0.0, 1.0]], dtype=D)  # std = 1/√2; a fresh tensor each call (in place is graded apart)
         a = vanilla.group_advantages(r, eps)
         want = 0.5 / (math.sqrt(0.5) + eps)
         assert abs(a[0, 1].item() - want) < 1e-9, \

@@ -64,7 +64,10 @@ def test_gradient(vanilla):
     """d k3 / d log π_θ = 1 − π_ref/π_θ (zero at π_θ = π_ref, pulls log π_θ toward log π_ref)"""
     logp = torch.tensor([[-1.0, -2.0, -0.5]], dtype=D, requires_grad=True)
     ref = torch.tensor([[-1.0, -1.0, -1.5]], dtype=D)
-    vanilla.kl_k3(logp, ref).sum().backward()
+    k = vanilla.kl_k3(logp, ref)
+    assert k.requires_grad, "no gradient flows through k3: log π_θ is detached inside kl_k3 (the KL penalty must " \
+                            "pull log π_θ toward log π_ref; only the reference is a constant)"
+    k.sum().backward()
     want = 1 - (ref - logp.detach()).exp()
     assert torch.allclose(logp.grad, want, atol=1e-9), \
         f"gradient of k3 w.r.t. log π_θ should be 1 − π_ref/π_θ = {want.tolist()}, got {logp.grad.tolist()} " \

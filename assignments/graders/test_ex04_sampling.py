@@ -89,7 +89,8 @@ def test_top_k(sampling):
         by_cond = sorted(range(5), key=lambda i: -LC[i])[:k]
         if sorted(kept) == sorted(by_cond) and sorted(order) != sorted(by_cond):
             raise AssertionError("top-k chosen on the conditional logits: filter the guided logits (after CFG)")
-        assert len(kept) == k, f"top-k = {k} must keep exactly {k} tokens (the rest −inf), kept {len(kept)}"
+        assert len(kept) == k, f"top-k = {k} must keep {k} tokens here (no ties at the k-th value; the rest −inf), " \
+                               f"kept {len(kept)}"
         assert sorted(kept) == sorted(order), f"top-k = {k} must keep tokens {sorted(order)}, kept {sorted(kept)}"
         want = softmax([g if i in order else -math.inf for i, g in enumerate(guided)])
         assert all(abs(a - b) < 1e-6 for a, b in zip(probs(lp), want)), "top-k must renormalise over the kept tokens"
@@ -99,14 +100,15 @@ def test_top_k(sampling):
 
 @pytest.mark.points(2)
 def test_top_p(sampling):
-    """top-p keeps the smallest prefix of the sorted tokens whose mass reaches p, the crossing token included"""
+    """top-p keeps the most likely tokens until their mass exceeds p (strictly), the crossing token included"""
     logits = [math.log(x) for x in (0.1, 0.4, 0.3, 0.15, 0.05)]  # sorted: 0.4, 0.3, 0.15, 0.1, 0.05
     cases = {0.5: [1, 2], 0.69: [1, 2], 0.71: [1, 2, 3], 0.3: [1], 0.99: [0, 1, 2, 3, 4]}
     for p, want_kept in cases.items():
         lp = sampling.log_probs(t(logits), top_p=p)
         kept = sorted(i for i, v in enumerate(lp[0].tolist()) if v != -math.inf)
         if p == 0.5 and kept == [1]:
-            raise AssertionError("top-p drops the token that crosses p: keep the smallest set whose mass is ≥ p")
+            raise AssertionError("top-p drops the token that crosses p: keep tokens until their mass exceeds p, "
+                                 "the crossing token included")
         if p == 0.3 and not kept:
             raise AssertionError("top-p removed every token: the most likely token is always kept")
         assert kept == want_kept, f"top-p = {p} on p = (0.1, 0.4, 0.3, 0.15, 0.05): keep {want_kept}, kept {kept}"
@@ -117,7 +119,15 @@ def test_top_p(sampling):
 
 @pytest.mark.points(1)
 def test_batched_and_combined(sampling):
-    """works on (B, T, V) batches; top-k then top-p on the guided, tempered logits"""
+    """works on (B, T, V) batches; top-k first, then top-p on the renormalised top-k distribution"""
+    # p = (0.4, 0.3, 0.15, 0.1, 0.05), top-k 2 keeps 0.4, 0.3 -> 0.571, 0.429: top-p 0.5 keeps only the first. On
+    # the probabilities before top-k (or with top-p first) the mass 0.4 < 0.5 would keep the second token too.
+    logits = [math.log(x) for x in (0.05, 0.4, 0.15, 0.3, 0.1)]
+    kept = [i for i, v in enumerate(sampling.log_probs(t(logits), top_k=2, top_p=0.5)[0].tolist()) if v != -math.inf]
+    if kept == [1, 3]:
+        raise AssertionError("top-p measured the mass before top-k (on the unfiltered probabilities, or applied "
+                             "before top-k): filter top-k first, then top-p on the renormalised top-k distribution")
+    assert kept == [1], f"top-k 2 then top-p 0.5 on p = (0.05, 0.4, 0.15, 0.3, 0.1) keeps token 1 only, kept {kept}"
     g = torch.Generator().manual_seed(0)
     lc, lu = torch.randn(2, 3, 7, generator=g, dtype=D), torch.randn(2, 3, 7, generator=g, dtype=D)
     lp = sampling.log_probs(lc, lu, cfg_scale=2.5, temperature=0.7, top_k=4, top_p=0.8)

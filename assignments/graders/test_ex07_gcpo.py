@@ -19,12 +19,19 @@ def setup(seed=0, P=2, G=3):
     return ent, sim
 
 
+def kit_entropy_gradient(ent):
+    """The given helper, from the kit's gcpo.py (not the graded tree's copy)."""
+    import gcpo
+
+    return gcpo.entropy_gradient(ent)
+
+
 def expected_sets(gcpo, ent, sim, frac, highest=False):
     """Independent selection with Python sorts: (init, grad, low) as lists of position sets per row."""
     B = ent.shape[0]
     k = int(T * frac)
     lo, hi = k, min(k + int(T * 0.8), T)
-    grad = gcpo.entropy_gradient(ent.view(B, *GRID)).view(B, T).tolist()
+    grad = kit_entropy_gradient(ent.view(B, *GRID)).view(B, T).tolist()
     G = B // sim.shape[0]
     out = []
     for b in range(B):
@@ -131,7 +138,7 @@ def test_dynamic_weight_detached(gcpo):
     assert w2.requires_grad, "detach=False (the release) must keep the weight in the graph"
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1.5)
 def test_gcpo_loss(gcpo, exact_k3):
     """the loss is the mean over the CRITICAL tokens of −min(ρ·A·w, clip(ρ)·A·w) + β·k3"""
     mod = exact_k3(gcpo)
@@ -151,3 +158,19 @@ def test_gcpo_loss(gcpo, exact_k3):
     assert abs(loss.item() - want) < 1e-9, f"on-policy GCPO loss should be {want:.6f}, got {loss.item():.6f}"
     loss.backward()
     assert (logp.grad[~mask] == 0).all(), "non-critical tokens must get no gradient"
+
+
+@pytest.mark.points(0.5)
+def test_gcpo_clipfrac(gcpo, exact_k3):
+    """stats['clipfrac'] is over the CRITICAL tokens: the fraction of them whose ratio is outside [1 − ε, 1 + ε]"""
+    mod = exact_k3(gcpo)
+    rho = torch.tensor([[1.5, 1.0, 1.0, 0.5], [1.0, 1.3, 1.0, 1.0]], dtype=D)
+    mask = torch.tensor([[True, True, False, False], [False, True, True, True]])
+    logp = torch.zeros(2, 4, dtype=D, requires_grad=True)
+    _, stats = mod.gcpo_loss(logp, -rho.log(), None, torch.tensor([1.0, -1.0], dtype=D), mask, torch.ones(2, 4, dtype=D),
+                             0.2, 0.0)
+    got = float(stats["clipfrac"])
+    if abs(got - 3 / 8) < 1e-6:
+        raise AssertionError("clipfrac is over all tokens: it is the fraction of the critical tokens (mask) whose "
+                             "ratio is clipped")
+    assert abs(got - 2 / 5) < 1e-6, f"clipfrac over the critical tokens should be 2/5 here, got {got}"

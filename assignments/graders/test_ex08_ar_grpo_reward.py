@@ -60,7 +60,8 @@ def test_absent_terms(ar_grpo):
     r, parts = ar_grpo.multi_reward([clip], None, [], 1.0, 1.0, 1.0)
     assert torch.equal(parts["r_I"], torch.zeros(2, dtype=D)) and torch.equal(parts["r_R"], torch.zeros(2, dtype=D)), \
         "absent terms must be zero tensors of shape (B,)"
-    assert torch.allclose(r, 5 * clip + torch.tensor([1.0, 1.5], dtype=D), atol=1e-9)
+    assert torch.allclose(r, 5 * clip + torch.tensor([1.0, 1.5], dtype=D), atol=1e-9), \
+        "with alignment scores only, r = λ_C·Σ (5·s + Q(s)) (absent terms add 0)"
     quality = torch.tensor([0.2, 0.3], dtype=D)
     r, parts = ar_grpo.multi_reward([], quality, [], 1.0, 1.0, 1.0)
     assert torch.allclose(r, 2 * quality, atol=1e-12), "with quality only, r = λ_I·2·quality"

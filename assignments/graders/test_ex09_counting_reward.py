@@ -38,7 +38,8 @@ def test_count_objects(tree_import):
     if n == 3 and mod.count_objects([det("square", 1.0)], "circle") == 1:
         raise AssertionError("detections of other classes were counted: count only the asked class")
     assert n == 2, f"2 circles have score > 0.9 in this list, got {n}"
-    assert mod.count_objects(dets, "square") == 1 and mod.count_objects(dets, "triangle") == 0
+    assert mod.count_objects(dets, "square") == 1 and mod.count_objects(dets, "triangle") == 0, \
+        "count_objects(dets, cls) counts the detections of class cls only (1 square, 0 triangles in this list)"
     assert mod.count_objects(dets, "circle", threshold=0.96) == 1, "the threshold argument must be used"
 
 
@@ -63,7 +64,8 @@ def test_reward_on_renders(tree_import):
     """on exact renders: the score of each image from its objects, distractors of other classes ignored"""
     load = tree_import
     mod = load("assignments.counting_reward")
-    world = load("toy.world")
+    from toy import world  # the kit's renderer (this process imports only the kit's code)
+
     images = torch.stack([
         scene(world, [("circle", "red", CELLS[0]), ("circle", "blue", CELLS[1]), ("square", "green", CELLS[2])]),
         scene(world, [("circle", "red", CELLS[0])]),
@@ -84,10 +86,11 @@ def test_agrees_with_geneval_and_registry(tree_import):
     """r = 1 exactly when GenEval's strict rule says correct; the factory works as `--reward module:factory`"""
     load = tree_import
     mod = load("assignments.counting_reward")
-    geneval = load("common.geneval")
-    toy_detector = load("toy.detector")
+    from common import geneval  # the kit's GenEval rules, detector and renderer
+    from toy import detector as toy_detector
+    from toy import world
+
     rewards = load("rewards")
-    world = load("toy.world")
     rng = np.random.default_rng(0)
     metas, images = [], []
     for n_found in range(0, 5):
@@ -108,4 +111,4 @@ def test_agrees_with_geneval_and_registry(tree_import):
         rewards.check_reward("assignments.counting_reward:make_counting_reward",
                              [{"tag": "colors", "include": [{"class": "circle", "count": 1, "color": "red"}],
                                "prompt": "a photo of a red circle"}])
-    assert callable(fn)
+    assert callable(fn), "rewards.get_reward('assignments.counting_reward:make_counting_reward') must give a callable"

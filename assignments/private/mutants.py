@@ -26,11 +26,15 @@ MUTANTS = [
     m("01", V, "sign flipped", [("(rewards - mean) / (std + eps)", "(mean - rewards) / (std + eps)")], "wrong sign"),
     m("01", V, "ε under the square root", [("(std + eps)", "(std.pow(2) + eps).sqrt()")], "ε"),
     m("01", V, "no ε", [("(rewards - mean) / (std + eps)", "(rewards - mean) / std")], "no NaN"),
+    m("01", V, "normalised in place", [("return (rewards - mean) / (std + eps)", "return rewards.sub_(mean).div_(std + eps)")],
+      "in place"),  # new (#25)
     # 02: k3
     m("02", V, "k1 instead of k3", [("return torch.exp(delta) - delta - 1", "return -delta")], "k1"),
     m("02", V, "KL direction reversed", [("delta = ref_logp - logp", "delta = logp - ref_logp")], "reversed"),
     m("02", V, "k2 instead of k3", [("return torch.exp(delta) - delta - 1", "return 0.5 * delta**2")], "k2"),
     m("02", V, "missing − 1", [("torch.exp(delta) - delta - 1", "torch.exp(delta) - delta")], "missing − 1"),
+    m("02", V, "log π_θ detached inside k3", [("delta = ref_logp - logp", "delta = ref_logp - logp.detach()")],
+      "detached"),  # new (#25)
     # 03: the loss
     m("03", V, "sequence sum instead of token mean", [("return per_token.mean(), {", "return per_token.sum(1).mean(), {")],
       "token mean"),
@@ -42,6 +46,9 @@ MUTANTS = [
     m("03", V, "one ratio per image (sequence-level)",
       [("ratio = torch.exp(logp - old_logp)", "ratio = torch.exp((logp - old_logp).sum(1, keepdim=True)).expand_as(logp)")],
       "sequence-level"),
+    m("03", V, "clipfrac a count, not a fraction",
+      [("clipfrac = ((ratio - 1).abs() > clip_eps).float().mean()", "clipfrac = ((ratio - 1).abs() > clip_eps).float().sum()")],
+      "fraction"),  # new (#25)
     # 04: the sampling distribution
     m("04", SAMPLING, "CFG applied to probabilities",
       [("logits = logits_u.float() + cfg_scale * (logits - logits_u.float())",
@@ -57,6 +64,20 @@ MUTANTS = [
     m("04", SAMPLING, "top-k on the conditional logits",
       [("kth = torch.topk(logits, top_k, dim=-1)", "kth = torch.topk(logits_c.float(), top_k, dim=-1)"),
        ("logits.masked_fill(logits < kth,", "logits.masked_fill(logits_c.float() < kth,")], "conditional logits"),
+    m("04", SAMPLING, "top-p mass from the probabilities before top-k",
+      [("    logits = logits / temperature\n", "    logits = logits / temperature\n    unfiltered = logits\n"),
+       ("cum = sorted_logits.softmax(-1).cumsum(-1)", "cum = unfiltered.softmax(-1).gather(-1, idx).cumsum(-1)")],
+      "before top-k"),  # new (#25)
+    m("04", SAMPLING, "top-p applied before top-k",
+      [("    if top_k > 0 and top_k < logits.shape[-1]:\n"
+        "        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]\n"
+        "        logits = logits.masked_fill(logits < kth, float(\"-inf\"))\n", ""),
+       ("    return F.log_softmax(logits, dim=-1)",
+        "    if top_k > 0 and top_k < logits.shape[-1]:\n"
+        "        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]\n"
+        "        logits = logits.masked_fill(logits < kth, float(\"-inf\"))\n"
+        "    return F.log_softmax(logits, dim=-1)")],
+      "before top-k"),  # new (#25)
     # 05: STAGE similarity, mask, masked advantages
     m("05", S, "similarity across groups",
       [("    q = q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12)",
@@ -101,6 +122,9 @@ MUTANTS = [
       "window"),
     m("07", GC, "loss over all tokens", [("return per_token[mask].mean(), {", "return per_token.mean(), {")],
       "all tokens"),
+    m("07", GC, "clipfrac over all tokens", [("clipfrac = ((ratio - 1).abs() > clip_eps)[mask].float().mean()",
+                                             "clipfrac = ((ratio - 1).abs() > clip_eps).float().mean()")],
+      "critical tokens"),  # new (#25)
     # 08: AR-GRPO
     m("08", AR, "right-closed bins", [("torch.where(s < 0.3, 0.5, torch.where(s < 0.6, 1.0, 1.5))",
                                        "torch.where(s <= 0.3, 0.5, torch.where(s <= 0.6, 1.0, 1.5))")], "left-closed"),

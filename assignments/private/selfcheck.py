@@ -97,6 +97,9 @@ def selfcheck(quick: bool = False, keep: str | None = None, jobs: int = 0) -> in
         problems = kit.leaks(student)
         check(not problems, "no solution text, marker or private file in the student tree"
               + ("" if not problems else ": " + "; ".join(problems[:5])))
+        problems = kit.missing_refs(student)
+        check(not problems, "the student tree's docs name no file it lacks unmarked"
+              + ("" if not problems else ": " + "; ".join(problems[:5])))
 
         print(f"3. the reference scores full marks{' (without the outcome run: --quick)' if quick else ''}", flush=True)
         t = time.time()
