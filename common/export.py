@@ -77,9 +77,9 @@ def read_checkpoint(path: str) -> tuple[str, dict, dict[str, torch.Tensor]]:
     policy_path = os.path.join(step_dir, "policy.safetensors")
     try:
         sd = load_safetensors(policy_path)
+        meta = lora.read_meta(policy_path)
     except FileNotFoundError:
         raise
-        meta = lora.read_meta(policy_path)
     except Exception as e:  # safetensors raises its own error type on a damaged file
         raise ValueError(f"cannot read {policy_path}: {e}") from None
     return step_dir, info, (AdapterStateDict(sd, meta) if meta else sd)

@@ -68,3 +68,14 @@ class PeakTensorBytes(TorchDispatchMode):
         self._see(out)
         self.peak = max(self.peak, self.now)
         return out
+
+
+def live_parameter_bytes() -> int:
+    """Bytes of the distinct storages of every nn.Parameter alive in this process (a walk over the heap: slow)."""
+    import gc
+
+    seen = {}
+    for o in gc.get_objects():
+        if issubclass(type(o), torch.nn.Parameter) and (s := _storage(o)) is not None:
+            seen[s[0]] = s[1]
+    return sum(seen.values())
