@@ -105,9 +105,12 @@ def fill_shards(policy: nn.Module, weights, device: torch.device):
     import torch.distributed as dist
 
     rank, world = dist.get_rank(), dist.get_world_size()
-    params = dict(policy.named_parameters())
-    keep = {n: p.to_local().clone() for n, p in params.items() if not p.to_local().is_meta}
-    buffers = {n: b.clone() for n, b in policy.named_buffers() if not b.is_meta}
+    if meta := [n for n, b in policy.named_buffers() if b.is_meta]:
+        raise ValueError(f"buffer {meta[0]} is on the meta device: build the policy with its buffers real "
+                         f"(common/weights.py parameters_on_meta)")
+    keep = {n: p.to_local().clone() for n, p in policy.named_parameters() if not p.to_local().is_meta}
+    buffers = {n: b.clone() for n, b in policy.named_buffers()}
+    names = set(weights.names())
     policy.to_empty(device=device)  # FSDP2 re-points its shards at the new (uninitialised) storage
     for n, b in policy.named_buffers():
         if n in buffers:
@@ -118,10 +121,11 @@ def fill_shards(policy: nn.Module, weights, device: torch.device):
             local.copy_(keep[n])
             continue
         key = checkpoint_name(n)
-        if key not in weights.names():
+        if key not in names:
             raise ValueError(f"the model's files hold no weight {key!r}")
         if tuple(weights.shape(key)) != tuple(p.shape):
-            raise ValueError(f"{key}: shape {tuple(weights.shape(key))} in the model's files, {tuple(p.shape)} in the model")
+            raise ValueError(f"{key}: shape {tuple(weights.shape(key))} in the model's files, {tuple(p.shape)} in "
+                             f"the model")
         if p.dim() == 0:
             local.copy_(weights.rows(key, 0, 0))
             continue

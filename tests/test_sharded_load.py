@@ -130,3 +130,39 @@ def test_fsdp2_janus_load_from_safetensors_equals_plain_load(tmp_path):
     out = str(tmp_path / "result.json")
     mp.spawn(_janus_rank, args=(2, f"file://{tmp_path}/init", model_dir, out), nprocs=2)
     assert json.loads(open(out).read()) == {"meta": True, "policy": True, "frozen": True, "buffers": True}
+
+
+def test_official_llamagen_weights_read_by_rows_from_the_mapped_file(tmp_path):
+    """An official LlamaGen .pt under FSDP2: the GPT on the meta device, the file memory-mapped and checked strictly,
+    any rows of any weight read as stored."""
+    from helpers import C2I, IMAGE_SIZE, random_gpt
+
+    from common.llamagen import official_gpt_config, official_gpt_weights
+
+    gpt = random_gpt("c2i")
+    torch.save({"model": gpt.state_dict()}, tmp_path / "c2i_B_256.pt")
+    meta, weights = official_gpt_weights(str(tmp_path / "c2i_B_256.pt"), official_gpt_config("B", "c2i", IMAGE_SIZE,
+                                                                                                **C2I))
+    assert all(p.is_meta for p in meta.parameters()) and sorted(weights.names()) == sorted(gpt.state_dict())
+    for k, v in gpt.state_dict().items():
+        assert weights.shape(k) == tuple(v.shape) and torch.equal(weights.rows(k, 1, 3), v[1:3])
+    with pytest.raises(ValueError, match="does not match GPT-c2i"):
+        official_gpt_weights(str(tmp_path / "c2i_B_256.pt"), official_gpt_config("B", "c2i", IMAGE_SIZE,
+                                                                                  **{**C2I, "n_layer": 3}))
+
+
+def test_toy_format_weights_checked_before_sharding(mid_dir, tmp_path):
+    from common.models import load_model
+
+    bk = load_model(mid_dir, policy_on_meta=True)
+    assert all(p.is_meta for p in bk.policy.parameters()) and bk.weights is not None
+    assert not any(p.is_meta for p in (*bk.vq.parameters(), *bk.text.parameters()))
+    config = json.loads(open(os.path.join(mid_dir, "config.json")).read())
+    config["gpt"]["n_layer"] = 7
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in os.listdir(mid_dir):
+        (bad / f).write_bytes(open(os.path.join(mid_dir, f), "rb").read())
+    (bad / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="does not fit its config.json: missing"):
+        load_model(str(bad), policy_on_meta=True)
