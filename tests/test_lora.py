@@ -93,11 +93,12 @@ def test_merged_equals_unmerged(name):
     torch.testing.assert_close(logits(bk), unmerged, atol=1e-5, rtol=1e-4)
 
 
-def test_reference_holds_no_parameters():
+@pytest.mark.parametrize("name", BACKENDS)
+def test_reference_holds_no_parameters(name):
     """The scripts' π_ref with LoRA is the policy with its adapters off: building and using it allocates no parameter
     (counted over every parameter alive in the process), where the full-training reference, a copy, holds the
     whole policy again."""
-    bk = tiny_llamagen()
+    bk = BACKENDS[name]()
     add_lora(bk.policy, 4, 8.0)
     policy_bytes = sum(p.numel() * p.element_size() for p in bk.policy.parameters())
     before = live_parameter_bytes()
