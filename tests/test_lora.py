@@ -195,9 +195,13 @@ def test_janus_lora_checkpoint_exports_a_merged_transformers_model(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype", ["bfloat16", "bfloat16-pure"])
-def test_bf16_keeps_fp32_adapters(dtype, tmp_path):
-    run([sys.executable, "grpo_vanilla.py", *LORA, "--num-steps", "1", "--dtype", dtype], tmp_path)
+@pytest.mark.parametrize("dtype, fsdp", [("bfloat16", False), ("bfloat16-pure", False), ("bfloat16-pure", True)])
+def test_bf16_keeps_fp32_adapters(dtype, fsdp, tmp_path):
+    """bf16 compute (or a bf16 frozen base) with fp32 adapters and AdamW state; FSDP2 shards the mixed-dtype blocks."""
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if fsdp else [
+        sys.executable]
+    run([*launch, "grpo_vanilla.py", *LORA, "--num-steps", "1", "--dtype", dtype, *(["--dist", "fsdp2"] * fsdp)],
+        tmp_path)
     step = checkpoint.resolve(str(tmp_path / "grpo_vanilla_s0"))
     assert {v.dtype for v in load_safetensors(os.path.join(step, "policy.safetensors")).values()} == {torch.float32}
     state = torch.load(os.path.join(step, "optimizer.pt"), weights_only=True)["state"]
@@ -217,3 +221,11 @@ def test_fsdp2_matches_ddp_with_lora(tmp_path):
     update = torch.cat([a[k].flatten() for k in a if ".lora_B." in k]).norm()  # B started at 0
     diff = torch.cat([(a[k] - b[k]).flatten() for k in a]).norm()
     assert update > 0 and diff <= 1e-2 * update, f"FSDP2 and DDP differ by {diff / update:.2e} of the update"
+
+
+@pytest.mark.slow
+def test_unknown_target_stops_in_one_line(tmp_path):
+    p = run([sys.executable, "grpo_vanilla.py", *LORA, "--lora-targets", "wqkv,nope"], tmp_path, check=False)
+    last = p.stderr.strip().splitlines()
+    assert p.returncode != 0 and len(last) == 1 and last[0].startswith("error: --lora-targets: nope names no linear "
+                                                                        "layer of the policy (its linear layers: ")
