@@ -39,6 +39,7 @@ from typing import Literal
 import torch
 import torch.distributed as dist
 
+from common.lora import adapters_off, add_lora
 from common.models import load_model
 from common.prompts import load_prompts
 from common.run import Run, cli, fail, load_eval_prompts
@@ -151,6 +152,12 @@ class Args:
     """under torchrun: DDP (a full copy per rank) or FSDP2 (parameters, gradients, optimizer state sharded)"""
     activation_checkpointing: bool = False
     """recompute each transformer block's activations in the backward pass (less memory, slower update)"""
+    lora_rank: int = 0
+    """LoRA rank r (peft): train only low-rank adapters on the frozen model; π_ref = adapters off (0 = full training)"""
+    lora_alpha: float = 32.0
+    """LoRA scale α: the adapters add (α / r)·B·A to each targeted weight"""
+    lora_targets: str = ""
+    """LoRA: comma-separated linear layers that get adapters ('' = the transformer's attention and MLP projections)"""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -241,19 +248,28 @@ if __name__ == "__main__":
     dtype = torch.bfloat16 if args.dtype == "bfloat16-pure" else torch.float32
     amp = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=mixed)
     try:  # missing weights or packages of the reward or the model: one line, before any training
-        bk = load_model(args.model, device, dtype)  # first: the seed alone fixes its initialisation
+        # first: the seed alone fixes its initialisation. FSDP2: the policy stays on the meta device (no memory) and
+        # `shard` reads each rank's share of its weights from the files: no rank ever holds the whole model
+        bk = load_model(args.model, device, dtype, policy_on_meta=fsdp)
+        if args.lora_rank:  # LoRA: the model is frozen, only low-rank adapters train (peft, common/lora.py)
+            add_lora(bk.policy, args.lora_rank, args.lora_alpha, args.lora_targets)
         reward_fn = get_reward(args.reward, device=device)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError) as e:
         fail(str(e))
     policy = bk.policy
-    ref = copy.deepcopy(policy).requires_grad_(False) if args.beta > 0 else None
+    # π_ref, the frozen initial policy: with LoRA the same module with its adapters off (no second copy); under FSDP2
+    # a copy of the policy made while it is on the meta device (no memory), filled from the files by `shard`
+    ref = None
+    if args.beta > 0:
+        ref = adapters_off(policy) if args.lora_rank else copy.deepcopy(policy).requires_grad_(False)
     if args.activation_checkpointing:
         activation_checkpointing(policy)
     if fsdp:  # shard the policy and the reference: each rank holds 1/world_size of every block
         example = bk.cond([train_prompts[0]["prompt"]])
         mp = mixed_precision(mixed)
-        model = shard(policy, example, device, world_size, mp)
-        ref = shard(ref, example, device, world_size, mp) if ref is not None else None
+        model = shard(policy, example, device, world_size, mp, bk.weights)
+        if ref is not None and not args.lora_rank:  # (with LoRA, π_ref is the sharded policy itself)
+            ref = shard(ref, example, device, world_size, mp, bk.weights)
     else:
         model = torch.nn.parallel.DistributedDataParallel(policy) if ddp else policy
     params = [p for p in policy.parameters() if p.requires_grad]

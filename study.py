@@ -48,9 +48,11 @@ STUDIES: dict[str, Study] = {
          "stage_release": ["stage.py", "--release-mask-normalisation", "--release-entropy-centring", *EVAL],
          "gcpo": ["gcpo.py", *EVAL],
          "gcpo_attached": ["gcpo.py", "--no-detach-weight", *EVAL],
-         "ar_grpo": ["ar_grpo.py", *EVAL]},
+         "ar_grpo": ["ar_grpo.py", *EVAL],
+         # vanilla GRPO training LoRA adapters only (r = 8, α = 32) at four times the learning rate; π_ref = adapters off
+         "lora": ["grpo_vanilla.py", "--lora-rank", "8", "--lr", "2e-4", *EVAL]},
         seeds=5, doc="the four scripts at their defaults (100 steps, lr 5e-5), STAGE's release flags, GCPO with its "
-                     "weight not detached"),
+                     "weight not detached, and vanilla GRPO with LoRA (rank 8, lr 2e-4)"),
     "stress": Study(
         {"grpo_vanilla": ["grpo_vanilla.py", *STRESS],
          "stage": ["stage.py", *STRESS],

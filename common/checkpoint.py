@@ -2,8 +2,10 @@
 
 Layout of a run directory:
 
-    checkpoints/step_000100/policy.safetensors   full (unsharded) policy weights: what evaluate.py loads
-    checkpoints/step_000100/optimizer.pt         full optimizer state, keyed by parameter name
+    checkpoints/step_000100/policy.safetensors   full (unsharded) policy weights: what evaluate.py loads; of a
+                                                 LoRA run (common/lora.py) only the adapters, with their
+                                                 configuration in the file's metadata
+    checkpoints/step_000100/optimizer.pt         full optimizer state (of the trainable parameters), keyed by name
     checkpoints/step_000100/trainer.pt           step, LR scheduler, prompt order, RNG states of every rank
     checkpoints/step_000100/state.json           step, arguments and metrics, for humans
     checkpoints/latest                           the name of the newest COMPLETE step directory
@@ -36,7 +38,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from common.utils import write_atomic, load_safetensors, save_safetensors
+from common.lora import has_lora, lora_meta
+from common.utils import state_dict_mismatch, write_atomic, load_safetensors, save_safetensors
 
 FILES = ("policy.safetensors", "optimizer.pt", "trainer.pt", "state.json")
 
@@ -81,8 +84,9 @@ def save(root: str, step: int, policy: torch.nn.Module, optimizer, scheduler, tr
     (plain, DDP-wrapped or fully_shard-ed). train_state: small picklable values (prompt order, ...).
     -> the checkpoint directory."""
     rank, world = _world()
+    lora = has_lora(policy)  # LoRA: the adapters only (the frozen base is the run's --model)
     if _reshard(policy) or rank == 0:  # FSDP2: a collective gather (rank 0 keeps it); DDP: rank 0's full copy
-        full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        full = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=lora)
         model_sd = get_model_state_dict(policy, options=full)
         optim_sd = get_optimizer_state_dict(policy, optimizer, options=full)
     rngs = [None] * world
@@ -97,7 +101,7 @@ def save(root: str, step: int, policy: torch.nn.Module, optimizer, scheduler, tr
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             os.makedirs(tmp)
-            save_safetensors(model_sd, os.path.join(tmp, "policy.safetensors"))
+            save_safetensors(model_sd, os.path.join(tmp, "policy.safetensors"), metadata=lora_meta(policy))
             torch.save(optim_sd, os.path.join(tmp, "optimizer.pt"))
             torch.save({"step": step, "world_size": world, "rng": rngs, **train_state,
                         "scheduler": scheduler.state_dict() if scheduler is not None else None},
@@ -202,10 +206,14 @@ def load(path: str, policy: torch.nn.Module, optimizer, scheduler) -> dict:
     path = resolve(path)
     rank, world = _world()
     _reshard(policy)
-    full = StateDictOptions(full_state_dict=True)
-    set_model_state_dict(policy, load_safetensors(os.path.join(path, "policy.safetensors")), options=full)
+    lora = has_lora(policy)
+    sd = load_safetensors(os.path.join(path, "policy.safetensors"))
+    adapters = get_model_state_dict(policy, options=StateDictOptions(ignore_frozen_params=True)) if lora else {}
+    if lora and (mismatch := state_dict_mismatch(adapters, sd)):
+        raise ValueError(f"{path}: its adapters do not fit this run's LoRA policy: {mismatch}")
+    set_model_state_dict(policy, sd, options=StateDictOptions(full_state_dict=True, strict=not lora))
     optim_sd = _torch_load(os.path.join(path, "optimizer.pt"))
-    set_optimizer_state_dict(policy, optimizer, optim_sd, options=full)
+    set_optimizer_state_dict(policy, optimizer, optim_sd, options=StateDictOptions(full_state_dict=True))
     state = _torch_load(os.path.join(path, "trainer.pt"))
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])

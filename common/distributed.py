@@ -10,6 +10,12 @@ root. Two facts about FSDP2 shape this file:
    model for generation), instead of re-gathering every block at each of the T decoding steps.
 2. FSDP2 picks its root module at the first forward call, so `shard` runs one tiny forward through the
    policy itself; otherwise the first sampled block would make itself the root.
+
+Loading within the sharded footprint: a policy built on the meta device (`load_model(..., policy_on_meta=True)`)
+is sharded while it holds no data, then `fill_shards` allocates each rank's shard on its device and reads into it
+only that rank's rows of every weight from the files (common/weights.py). At no moment does a rank hold more than
+its shard plus the rows being copied (at most one tensor's share); the first forward then gathers one block at a
+time, as every forward does.
 """
 from __future__ import annotations
 
@@ -39,10 +45,12 @@ def mixed_precision(enabled: bool):
     return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
 
 
-def shard(policy: nn.Module, cond: dict, device: torch.device, world_size: int, mp_policy=None) -> nn.Module:
+def shard(policy: nn.Module, cond: dict, device: torch.device, world_size: int, mp_policy=None,
+          weights=None) -> nn.Module:
     """FSDP2: shard every block, then the policy (in place). cond: any condition batch, for the root
-    forward that initialises FSDP2; mp_policy: `mixed_precision(...)` or None. Returns the policy, which is
-    now an FSDPModule."""
+    forward that initialises FSDP2; mp_policy: `mixed_precision(...)` or None; weights: where the parameters
+    left on the meta device are read from (`bk.weights`, common/weights.py; None when every parameter is
+    real). Returns the policy, which is now an FSDPModule."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
@@ -51,6 +59,10 @@ def shard(policy: nn.Module, cond: dict, device: torch.device, world_size: int, 
     for layer in policy.layers:
         fully_shard(layer, mesh=mesh, **kw)
     fully_shard(policy, mesh=mesh, **kw)
+    if any(p.to_local().is_meta for p in policy.parameters()):
+        if weights is None:
+            raise ValueError("the policy has weights on the meta device but no files to fill them from")
+        fill_shards(policy, weights, device)
     first = {k: v[:1] for k, v in cond.items()}
     with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=mp_policy is not None):
         policy(first, torch.zeros(1, 0, dtype=torch.long, device=device))  # the policy becomes FSDP2's root
@@ -77,3 +89,45 @@ def gathered(model: nn.Module):
         for m in units:
             m.reshard()
             m.set_reshard_after_forward(m is not model, recurse=False)  # FSDP2's defaults: the root stays gathered
+
+
+def checkpoint_name(name: str) -> str:
+    """A parameter's name in the policy -> its key in the model's files: without the activation-checkpointing
+    wrapper's prefix and peft's `base_layer` (a LoRA-adapted layer's frozen weight)."""
+    return name.replace("_checkpoint_wrapped_module.", "").replace(".base_layer.", ".")
+
+
+@torch.no_grad()
+def fill_shards(policy: nn.Module, weights, device: torch.device):
+    """Allocate the shards of an FSDP2-sharded policy's meta parameters on `device` and read this rank's rows of each
+    from `weights` (dimension 0 chunked as torch.chunk: rank r holds rows [r·⌈n/W⌉, r·⌈n/W⌉ + its length)).
+    Parameters and buffers that already hold data (LoRA adapters, rotary tables) keep it."""
+    import torch.distributed as dist
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if meta := [n for n, b in policy.named_buffers() if b.is_meta]:
+        raise ValueError(f"buffer {meta[0]} is on the meta device: build the policy with its buffers real "
+                         f"(common/weights.py parameters_on_meta)")
+    keep = {n: p.to_local().clone() for n, p in policy.named_parameters() if not p.to_local().is_meta}
+    buffers = {n: b.clone() for n, b in policy.named_buffers()}
+    names = set(weights.names())
+    policy.to_empty(device=device)  # FSDP2 re-points its shards at the new (uninitialised) storage
+    for n, b in policy.named_buffers():
+        if n in buffers:
+            b.copy_(buffers[n])
+    for n, p in policy.named_parameters():
+        local = p.to_local()
+        if n in keep:
+            local.copy_(keep[n])
+            continue
+        key = checkpoint_name(n)
+        if key not in names:
+            raise ValueError(f"the model's files hold no weight {key!r}")
+        if tuple(weights.shape(key)) != tuple(p.shape):
+            raise ValueError(f"{key}: shape {tuple(weights.shape(key))} in the model's files, {tuple(p.shape)} in "
+                             f"the model")
+        if p.dim() == 0:
+            local.copy_(weights.rows(key, 0, 0))
+            continue
+        start = min(rank * -(-p.shape[0] // world), p.shape[0])
+        local.copy_(weights.rows(key, start, start + local.shape[0]))

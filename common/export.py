@@ -5,7 +5,9 @@
 A checkpoint (common/checkpoint.py) holds only the trained policy (policy.safetensors) and, in state.json,
 the arguments of the run, among them the base model it started from ("model"). The export rebuilds that
 base backend on the CPU with `load_model`, loads the trained policy into it strictly, and writes a model
-that loads like the base did, with no trace of this project's checkpoint layout:
+that loads like the base did, with no trace of this project's checkpoint layout. The checkpoint of a LoRA run
+holds only its adapters: they are added to the base policy, loaded strictly and merged into its weights
+(common/lora.py), so the export is a full model of the usual format, as if trained without LoRA:
 
 - Janus-Pro ("janus-pro-1b|7b" or a transformers Janus directory): a complete transformers Janus directory
   (config, weights, generation config, tokenizer) of the full JanusForConditionalGeneration, the trained
@@ -43,6 +45,7 @@ from collections import Counter
 import torch
 
 from common import checkpoint
+from common import lora
 from common.llamagen import CLASS_NAMES_FILE, LLAMAGEN_CHECKPOINTS, LLAMAGEN_DEFAULT_DIR, LLAMAGEN_DIR_ENV, T5_DIR
 from common.models import LlamaGenC2I, LlamaGenT2I, load_model
 from common.utils import load_safetensors, seed_everything, state_dict_mismatch
@@ -52,6 +55,14 @@ FROZEN_MODES = ("link", "symlink", "copy")
 
 
 # -- reading the checkpoint ---------------------------------------------------------------------------
+class AdapterStateDict(dict):
+    """The state dict of a LoRA checkpoint: its adapters, and in `.lora` their configuration (rank, alpha, targets)."""
+
+    def __init__(self, sd: dict, meta: dict):
+        super().__init__(sd)
+        self.lora = meta
+
+
 def read_checkpoint(path: str) -> tuple[str, dict, dict[str, torch.Tensor]]:
     """A run / checkpoints / step directory -> (step directory, state.json contents, policy state dict)."""
     step_dir = checkpoint.resolve(path)
@@ -66,11 +77,12 @@ def read_checkpoint(path: str) -> tuple[str, dict, dict[str, torch.Tensor]]:
     policy_path = os.path.join(step_dir, "policy.safetensors")
     try:
         sd = load_safetensors(policy_path)
+        meta = lora.read_meta(policy_path)
     except FileNotFoundError:
         raise
     except Exception as e:  # safetensors raises its own error type on a damaged file
         raise ValueError(f"cannot read {policy_path}: {e}") from None
-    return step_dir, info, sd
+    return step_dir, info, (AdapterStateDict(sd, meta) if meta else sd)
 
 
 def train_args(info: dict) -> dict:
@@ -106,9 +118,21 @@ def target_dtype(dtype: str, sd: dict[str, torch.Tensor]) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def policy_mismatch(bk, sd: dict[str, torch.Tensor]) -> str:
+    """'' when the checkpoint's weights `sd` fit bk.policy, else one line (adapters: checked when loaded)."""
+    return "" if isinstance(sd, AdapterStateDict) else state_dict_mismatch(bk.policy.state_dict(), sd)
+
+
 def load_trained_policy(bk, sd: dict[str, torch.Tensor], source: str, base: str):
-    """Load the checkpoint's policy weights into bk.policy, strictly (one-line error on a mismatch)."""
-    mismatch = state_dict_mismatch(bk.policy.state_dict(), sd)
+    """Load the checkpoint's policy weights into bk.policy, strictly (one-line error on a mismatch). A LoRA
+    checkpoint's adapters are merged into the base weights (bk.policy keeps its own state-dict keys)."""
+    if isinstance(sd, AdapterStateDict):
+        try:
+            lora.load_merged(bk.policy, sd, sd.lora, source)
+        except ValueError as e:
+            raise ValueError(f"{e} (was the run trained from another --model? pass that one with --model)") from None
+        return bk
+    mismatch = policy_mismatch(bk, sd)
     if mismatch:
         raise ValueError(f"{source} does not fit base model {base!r}: {mismatch} (was the run trained from another "
                          f"--model? pass that one with --model)")

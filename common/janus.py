@@ -118,9 +118,11 @@ class JanusT2I:
         q = model.model.vqmodel.quantize.quant_state_dims  # [24, 24] for 384 x 384
         self.grid, self.num_tokens = (q[0], q[1]), q[0] * q[1]
 
+    weights = None  # with the policy on the meta device: its files (common/weights.py), which `shard` reads
+
     @property
     def device(self) -> torch.device:
-        return self.model.model.generation_head.vision_head.weight.device
+        return next(self.model.model.vqmodel.parameters()).device  # frozen, whole on every rank (the policy may be on meta)
 
     def prompt_ids(self, prompt: str) -> list[int]:
         """BOS + templated prompt + <begin_of_image> (the releases tokenise the text, then append BOI)."""
@@ -180,15 +182,21 @@ def is_janus_dir(path: str) -> bool:
 
 
 def load_janus(name: str, device="cpu", dtype: torch.dtype = torch.float32, template: str = "train",
-               download: bool = False) -> JanusT2I:
+               download: bool = False, policy_on_meta: bool = False) -> JanusT2I:
     """Janus-Pro by short name ("janus-pro-1b", "janus-pro-7b": the HF cache only, unless download=True)
     or from a local directory (e.g. `hf download deepseek-community/Janus-Pro-1B --local-dir DIR`).
-    Never touches the network by default; missing weights raise FileNotFoundError saying what to fetch."""
+    Never touches the network by default; missing weights raise FileNotFoundError saying what to fetch.
+    policy_on_meta: the policy's parameters stay on the meta device and bk.weights names their files (FSDP2 fills
+    each rank's shard from them, common/distributed.py); the frozen rest is loaded whole on `device`."""
     from transformers import AutoTokenizer, JanusForConditionalGeneration
 
     repo = HUB_IDS.get(name, name)
     local = os.path.isdir(name)
     try:
+        if policy_on_meta:
+            bk = JanusT2I(*_janus_policy_on_meta(repo, local or not download, device, dtype), template)
+            bk.weights = _policy_weights(repo, local or not download, bk.policy)
+            return bk
         model = JanusForConditionalGeneration.from_pretrained(repo, dtype=dtype, local_files_only=local or not download)
         tokenizer = AutoTokenizer.from_pretrained(repo, local_files_only=local or not download)
     except OSError as e:
@@ -199,6 +207,64 @@ def load_janus(name: str, device="cpu", dtype: torch.dtype = torch.float32, temp
             f"({type(e).__name__}: {str(e).splitlines()[0]})"
         ) from None
     return JanusT2I(model.to(device), tokenizer, template)
+
+
+def _safetensors_files(repo: str, local_only: bool) -> dict[str, str]:
+    """Every weight of a transformers checkpoint (a directory or a cached hub id) -> the safetensors file holding it."""
+    from safetensors import safe_open
+    from transformers.utils import cached_file
+
+    kw = dict(local_files_only=local_only, _raise_exceptions_for_missing_entries=False)
+    index = cached_file(repo, "model.safetensors.index.json", **kw)
+    if index is None:
+        path = cached_file(repo, "model.safetensors", local_files_only=local_only)
+        with safe_open(path, framework="pt") as f:
+            return {k: path for k in f.keys()}
+    with open(index) as f:
+        shards = json.load(f)["weight_map"]
+    paths = {file: cached_file(repo, file, local_files_only=local_only) for file in set(shards.values())}
+    return {k: paths[file] for k, file in shards.items()}
+
+
+def _janus_policy_on_meta(repo: str, local_only: bool, device, dtype):
+    """(model, tokenizer): JanusForConditionalGeneration built with its parameters on the meta device, then
+    everything but the policy (vision encoder, VQ model, text head) read whole from the files onto `device`."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig, JanusForConditionalGeneration
+
+    from common.weights import parameters_on_meta
+
+    config = AutoConfig.from_pretrained(repo, local_files_only=local_only)
+    files = _safetensors_files(repo, local_only)
+    with parameters_on_meta():
+        model = JanusForConditionalGeneration(config)
+    try:
+        model.generation_config = GenerationConfig.from_pretrained(repo, local_files_only=local_only)
+    except OSError:  # no generation_config.json: the config's own ids
+        model.generation_config = GenerationConfig.from_model_config(config)
+    policy = {id(p) for p in JanusPolicy(model).parameters()}
+    frozen = {}
+    for key, p in model.named_parameters():
+        if id(p) not in policy:
+            with safe_open(files[key], framework="pt") as f:
+                frozen[key] = f.get_tensor(key).to(device, dtype)
+    model.load_state_dict(frozen, strict=False, assign=True)
+    for m in model.modules():  # buffers (rotary tables, position ids) were built on the CPU
+        for n, b in m.named_buffers(recurse=False):
+            setattr(m, n, b.to(device))
+    return model, AutoTokenizer.from_pretrained(repo, local_files_only=local_only)
+
+
+def _policy_weights(repo: str, local_only: bool, policy: JanusPolicy):
+    """Where each policy parameter is in the checkpoint's files: the full model's key is "model." + its name."""
+    from common.weights import Weights
+
+    files = _safetensors_files(repo, local_only)
+    names = policy.state_dict().keys()
+    missing = [n for n in names if "model." + n not in files]
+    if missing:
+        raise ValueError(f"{repo}: the checkpoint holds no {', '.join(missing[:3])} (not a Janus-Pro checkpoint?)")
+    return Weights(files={n: (files["model." + n], "model." + n) for n in names})
 
 
 # -- a tiny random Janus for tests and the CPU benchmark (no download) -------------------------------

@@ -536,18 +536,19 @@ def official_gpt_config(preset: str, model_type: str, image_size: int, **overrid
     return GPTConfig(**{**base, **overrides})
 
 
-def read_official_state_dict(path: str, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+def read_official_state_dict(path: str, trust_pickle: bool = False, mmap: bool = False) -> dict[str, torch.Tensor]:
     """The weights of a LlamaGen `.pt` file: the state dict under "model" (the release's GPT and VQ files),
     else "module" or "state_dict", else the file itself when it is a bare state dict.
 
     Loaded with `weights_only=True` (argparse.Namespace allowed: LlamaGen's training scripts save their
     args next to the weights). `trust_pickle=True` lifts that restriction; use it only for files you trust.
+    mmap: the tensors are the file's pages mapped into memory (read when touched), not copies.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"LlamaGen checkpoint not found: {path}")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+            obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle, mmap=mmap)
     except pickle.UnpicklingError as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise RuntimeError(
@@ -582,6 +583,21 @@ def load_official_gpt(path: str, cfg: GPTConfig, trust_pickle: bool = False) -> 
         gpt = GPT(cfg)
     what = f"GPT-{cfg.model_type} (dim {cfg.dim}, {cfg.n_layer} layers, {cfg.cls_token_num} condition tokens)"
     return load_state_dict_strict(gpt, read_official_state_dict(path, trust_pickle), path, what)
+
+
+def official_gpt_weights(path: str, cfg: GPTConfig, trust_pickle: bool = False):
+    """(GPT on the meta device, its weight source): the official `.pt` file memory-mapped, keys and shapes checked
+    strictly, nothing read (FSDP2 reads each rank's shard from it, common/weights.py)."""
+    from common.weights import Weights
+
+    with torch.device("meta"):
+        gpt = GPT(cfg)
+    sd = read_official_state_dict(path, trust_pickle, mmap=True)
+    what = f"GPT-{cfg.model_type} (dim {cfg.dim}, {cfg.n_layer} layers, {cfg.cls_token_num} condition tokens)"
+    if mismatch := state_dict_mismatch(gpt.state_dict(), sd):
+        raise ValueError(f"{path} does not match {what}: {mismatch} (wrong model name/preset, or not a LlamaGen "
+                         f"checkpoint?)")
+    return gpt, Weights(tensors=sd)
 
 
 def load_official_vq(path: str, cfg: VQConfig | None = None, trust_pickle: bool = False) -> VQModel:

@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from common.llamagen import (
     CLASS_NAMES_ENV, CLASS_NAMES_FILE, GPT, LLAMAGEN_CHECKPOINTS, LLAMAGEN_DIR_ENV, GPTConfig, VQConfig, VQModel,
-    load_official_gpt, load_official_vq, official_files, official_gpt_config, read_class_names,
+    load_official_gpt, load_official_vq, official_files, official_gpt_config, official_gpt_weights, read_class_names,
 )
 from common.t5 import load_t5_encoder
 from toy.model import TOY_DIR, WordEncoder, toy_config
@@ -42,9 +42,11 @@ class LlamaGenBackend:
         self.grid, self.num_tokens = (g, g), g * g
         assert self.num_tokens == gpt.cfg.block_size, "GPT block_size must match the VQ grid"
 
+    weights = None  # with the policy on the meta device: its files (common/weights.py), which `shard` reads
+
     @property
     def device(self):
-        return self.policy.tok_embeddings.weight.device
+        return self.vq.post_quant_conv.weight.device  # frozen, whole on every rank (the policy may be on meta)
 
     def uncond(self, cond: dict) -> dict:
         return self.policy.null_cond(cond)
@@ -144,9 +146,11 @@ class LlamaGenT2I(LlamaGenBackend):
         os.replace(tmp, os.path.join(out_dir, "config.json"))
 
 
-def build_t2i(config: dict) -> LlamaGenT2I:
-    """Randomly initialised backend from a config dict (the format of weights/*/config.json)."""
-    gpt = GPT(GPTConfig(**config["gpt"])).init_weights()
+def build_t2i(config: dict, policy_on_meta: bool = False) -> LlamaGenT2I:
+    """Randomly initialised backend from a config dict (the format of weights/*/config.json); policy_on_meta: the
+    GPT is built on the meta device (no weights allocated), the VQ and text encoder are real."""
+    with torch.device("meta" if policy_on_meta else "cpu"):
+        gpt = GPT(GPTConfig(**config["gpt"])).init_weights()
     vq = VQModel(VQConfig(**{**config["vq"], "ch_mult": tuple(config["vq"]["ch_mult"])}))
     t = config["text"]
     return LlamaGenT2I(gpt, vq, WordEncoder(t["vocab"], t["max_len"], t["dim"]), config["image_size"])
@@ -163,6 +167,7 @@ def load_llamagen(
     gpt_overrides: dict | None = None,
     vq_config: VQConfig | None = None,
     image_size: int | None = None,
+    policy_on_meta: bool = False,
 ) -> LlamaGenC2I | LlamaGenT2I:
     """An official LlamaGen backend (a name of LLAMAGEN_CHECKPOINTS) from the release's files, strictly loaded.
 
@@ -171,6 +176,8 @@ def load_llamagen(
                     settable later as bk.text.right_pad)
     trust_pickle    allow non-weights pickles in the .pt files; default: $LLAMAGEN_TRUST_PICKLE == "1"
     gpt_overrides, vq_config, image_size    replace the official configuration (tiny models in tests)
+    policy_on_meta  the GPT stays on the meta device and bk.weights maps it to its .pt file, memory-mapped (FSDP2 reads
+                    each rank's shard from it, common/distributed.py)
     c2i: class names come from $LLAMAGEN_CLASS_NAMES, else <weights_dir>/imagenet_classes.txt (required: checked
     with the weights, before anything is built).
     """
@@ -180,30 +187,41 @@ def load_llamagen(
         trust_pickle = os.environ.get("LLAMAGEN_TRUST_PICKLE") == "1"
     size = image_size or ck.image_size
     cfg = official_gpt_config(ck.preset, ck.task, size, **(gpt_overrides or {}))
-    gpt = load_official_gpt(files["gpt"], cfg, trust_pickle).to(device, dtype)
+    if policy_on_meta:
+        gpt, weights = official_gpt_weights(files["gpt"], cfg, trust_pickle)
+        gpt.to(dtype)
+    else:
+        gpt, weights = load_official_gpt(files["gpt"], cfg, trust_pickle).to(device, dtype), None
     vq = load_official_vq(files["vq"], vq_config, trust_pickle).to(device)
     if ck.task == "c2i":
-        return LlamaGenC2I(gpt, vq, size, read_class_names(files["class_names"]))
-    return LlamaGenT2I(gpt, vq, load_t5_encoder(files["t5"], cfg.cls_token_num, right_pad, device), size)
+        bk = LlamaGenC2I(gpt, vq, size, read_class_names(files["class_names"]))
+    else:
+        bk = LlamaGenT2I(gpt, vq, load_t5_encoder(files["t5"], cfg.cls_token_num, right_pad, device), size)
+    bk.weights = weights
+    return bk
 
 
 JANUS_MODELS = ("janus-pro-1b", "janus-pro-7b")
 MODELS = ("tiny", "toy", *LLAMAGEN_CHECKPOINTS, *JANUS_MODELS)
 
 
-def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, **janus_kwargs):
+def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+               policy_on_meta: bool = False, **janus_kwargs):
     """Build a backend by name. 'tiny' = random weights (tests); 'toy' = shipped ShapeWorld weights.
     A directory path holding config.json + *.safetensors (as written by `save`) also works.
-    Janus-Pro names or directories go to common.janus.load_janus (janus_kwargs: template, download)."""
+    Janus-Pro names or directories go to common.janus.load_janus (janus_kwargs: template, download).
+    policy_on_meta (FSDP2): the policy of a model loaded from files is built on the meta device and not read;
+    bk.weights says where its weights are, and `common.distributed.shard` reads each rank's shard from there. The
+    frozen parts (VQ, text or vision encoders) are loaded whole. A random model ('tiny') is built whole."""
     from common.convert_janus import deepseek_layout_message, is_deepseek_janus_dir
     from common.janus import is_janus_dir, load_janus  # torch only; transformers is imported when building one
 
     if os.path.isdir(name) and is_deepseek_janus_dir(name):  # a released STAGE / GCPO checkpoint: convert it first
         raise ValueError(deepseek_layout_message(name))
     if name in JANUS_MODELS or (os.path.isdir(name) and is_janus_dir(name)):
-        return load_janus(name, device, dtype, **janus_kwargs)
+        return load_janus(name, device, dtype, policy_on_meta=policy_on_meta, **janus_kwargs)
     if name in LLAMAGEN_CHECKPOINTS:
-        return load_llamagen(name, device, dtype)
+        return load_llamagen(name, device, dtype, policy_on_meta=policy_on_meta)
     if name == "tiny":
         bk = build_t2i(toy_config("tiny"))
     elif name == "toy" or os.path.isdir(name):
@@ -217,17 +235,34 @@ def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
 
         try:
             with open(cfg_path) as f:
-                bk = build_t2i(json.load(f))
+                bk = build_t2i(json.load(f), policy_on_meta)
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise ValueError(f"{cfg_path}: not a toy-format model config ({type(e).__name__}: {e})") from None
         for mod, file in ((bk.policy, "gpt"), (bk.vq, "vq"), (bk.text, "text")):
+            if mod is bk.policy and policy_on_meta:  # read later, each rank its shard
+                bk.weights = toy_weights(os.path.join(path, "gpt.safetensors"), bk.policy)
+                continue
             mod.load_state_dict(load_safetensors(os.path.join(path, f"{file}.safetensors")), strict=True)
     else:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)} or a directory with config.json")
-    for m in (bk.policy, bk.vq, bk.text):
+    for m in (bk.vq, bk.text) if bk.weights is not None else (bk.policy, bk.vq, bk.text):
         m.to(device)
     bk.policy.to(dtype)
     return bk
+
+
+def toy_weights(path: str, gpt: GPT):
+    """The toy format's gpt.safetensors as the GPT's weight source (common/weights.py), its keys and shapes checked."""
+    from common.utils import state_dict_mismatch
+    from common.weights import Weights
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"missing weights file {path}")
+    weights = Weights.from_safetensors(path)
+    shapes = {n: torch.empty(weights.shape(n), device="meta") for n in weights.names()}
+    if mismatch := state_dict_mismatch(gpt.state_dict(), shapes):
+        raise ValueError(f"{path} does not fit its config.json: {mismatch}")
+    return weights
 
 
 def load_policy_checkpoint(bk, ckpt_dir: str):

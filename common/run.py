@@ -82,6 +82,8 @@ RANGES: dict[str, tuple[Callable, str]] = {
     "lambda_c": (lambda v: _num(v) and v >= 0, "a number >= 0"),
     "lambda_i": (lambda v: _num(v) and v >= 0, "a number >= 0"),
     "lambda_r": (lambda v: _num(v) and v >= 0, "a number >= 0"),
+    "lora_rank": (lambda v: _int(v) and v >= 0, "an integer >= 0 (0 = no LoRA: every weight trains)"),
+    "lora_alpha": (lambda v: _num(v) and v > 0, "a number > 0"),
 }
 
 
@@ -232,9 +234,11 @@ class Run:
         if self.master:
             P_rank, G = args.prompts_per_step // self.world_size, args.group_size
             n_params = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
+            n_policy = sum(p.numel() for p in bk.policy.parameters())
             print(f"{len(train_prompts)} prompts | {self.world_size} rank(s) x {P_rank} prompts x G={G} "
                   f"= {args.prompts_per_step * G} images/step | {bk.num_tokens} tokens/image | "
-                  f"{n_params / 1e6:.2f}M trainable params | out: {self.dir}"
+                  f"{n_params / 1e6:.3g}M trainable params ({100 * n_params / n_policy:.3g}% of the policy) | "
+                  f"out: {self.dir}"
                   + (f" | resumed at step {self.start_step}" if args.resume else ""))
 
     def _on_signal(self, signum, frame):

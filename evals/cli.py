@@ -57,10 +57,9 @@ def models_to_run(args) -> list[tuple[str, str, dict | None, str]]:
 
 def main(args) -> dict[str, dict]:
     """-> {model label: summary}. Bad input: one line on stderr, before any image is generated."""
-    from common.export import load_trained_policy
+    from common.export import load_trained_policy, policy_mismatch
     from common.models import MODELS
     from common.prompts import load_prompts
-    from common.utils import state_dict_mismatch
     from common.run import check_args
 
     if problem := check_args(args):
@@ -95,7 +94,7 @@ def main(args) -> dict[str, dict]:
     try:  # one backend: the base model's; a checkpoint's policy must fit it before any image is generated
         bk = load_backend(todo[0][1], device, args)
         for _, name, sd, source in todo:
-            if sd is not None and (mismatch := state_dict_mismatch(bk.policy.state_dict(), sd)):
+            if sd is not None and (mismatch := policy_mismatch(bk, sd)):
                 raise ValueError(f"{source} does not fit base model {name!r}: {mismatch} (was the run trained from "
                                  f"another --model? pass that one with --model)")
         outs = [os.path.join(out_root, _slug(label.removeprefix("base: ") if sd is None else label))

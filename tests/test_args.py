@@ -17,7 +17,7 @@ BAD = {  # an out-of-range value for every field of RANGES
     "max_grad_norm": -1.0, "clip_eps": 0.0, "beta": -0.01, "adv_eps": 0.0, "cfg_scale": -1.0, "temperature": -0.5,
     "top_k": -1, "top_p": 1.5, "eval_samples": -1, "eval_every": -1, "image_every": -1, "save_every": -1, "keep_last": 0,
     "stop_on_flat": -1, "device": "tpu", "critical_frac": 0.5, "weight_clip": 0.0, "lambda_c": -1.0, "lambda_i": -1.0,
-    "lambda_r": -1.0,
+    "lambda_r": -1.0, "lora_rank": -1, "lora_alpha": 0.0,
 }
 
 
