@@ -126,7 +126,11 @@ def meta_backend(name: str, config=None):
             model.generation_config.generation_kwargs = {"boi_token_id": 3}
             bk = JanusT2I(model, tiny_tokenizer())
             inside = {id(p) for p in bk.policy.parameters()} | {id(b) for b in bk.policy.buffers()}
-            rest = _Rest([t for t in list(model.parameters()) + list(model.buffers()) if id(t) not in inside])
+            everything = [t for _, t in model.named_parameters(remove_duplicate=False)] + list(model.buffers())
+            rest = _Rest([t for t in model.parameters() if id(t) not in inside] +
+                         [t for t in model.buffers() if id(t) not in inside],
+                         tied=[t for t in {id(t): t for t in everything}.values() if id(t) in inside
+                               and sum(u is t for u in everything) > 1])
             return bk, [(rest, "policy")]
         if name in LLAMAGEN_CHECKPOINTS:
             from transformers import T5EncoderModel
@@ -149,11 +153,13 @@ def meta_backend(name: str, config=None):
 
 
 class _Rest(nn.Module):
-    """Holds tensors (a Janus model's parts outside the policy) for counting."""
+    """Holds tensors (a Janus model's parts outside the policy) for counting. tied: policy tensors the rest also uses
+    (a text head tied to the embeddings): FSDP2 replaces the policy's parameter by its shard, the rest keeps the
+    whole tensor alive."""
 
-    def __init__(self, tensors):
+    def __init__(self, tensors, tied=()):
         super().__init__()
-        self.tensors = tensors
+        self.tensors, self.tied = tensors, list(tied)
 
     def parameters(self, recurse=True):
         return iter(self.tensors)
@@ -263,6 +269,8 @@ def exact_bytes(bk, frozen, s: Setting) -> dict[str, int]:
             else:
                 b = 4
             rest += t.numel() * b
+        if s.fsdp:
+            rest += sum(t.numel() * (store if rule == "policy" else 4) for t in getattr(module, "tied", ()))
     return {"policy": policy_bytes, "frozen": rest, "gradients": grads, "optimizer": optim, "reference": ref,
             "trainable": trainable}
 
@@ -374,27 +382,26 @@ def divisors_desc(n: int) -> list[int]:
     return [k for k in range(n, 0, -1) if n % k == 0]
 
 
-def find_fit(preset: str, gpus: int, gpu_gb: float, lora_rank: int = 0, model=None) -> Fit:
+def find_fit(preset: str, gpus: int, gpu_gb: float, lora_rank: int = 0, model=None, batch: int | None = None,
+             with_rewards: bool = True) -> Fit:
     """The first setting that fits, in this order of preference: no LoRA (unless asked), no CPU offload, DDP before
     FSDP2, rewards on the GPU before --reward-device cpu, no activation checkpointing, then the largest micro-batch
-    and sample chunk. Without a fit, the closest setting (smallest peak) with ok=False."""
+    and sample chunk. Without a fit, the closest setting (smallest peak) with ok=False. model: (backend, frozen) of
+    meta_backend (default: the preset's model); batch: images per GPU (default: the preset's P / GPUs x G);
+    with_rewards=False leaves the reward and evaluation models out (the paper benchmark's stand-in reward)."""
     script, args = preset_args(preset)
     bk, frozen = model or meta_backend(args.model)
     budget = gpu_gb * GIB - (GIB + 0.05 * gpu_gb * GIB)
     P, G = args.prompts_per_step, args.group_size
     used = max(k for k in range(1, gpus + 1) if P % k == 0)  # whole groups per rank: P divisible by the ranks
     note = "" if used == gpus else f"P = {P} prompts cannot be split over {gpus} GPUs: uses {used}"
-    B = P // used * G
-    rewards_all = reward_bytes(reward_names(args)) + eval_copies(args)
-    on_host_rewards = eval_copies(args)  # the evaluation judge stays on the rank's GPU
+    B = batch or P // used * G
+    rewards_all = reward_bytes(reward_names(args)) + eval_copies(args) if with_rewards else 0
+    on_host_rewards = eval_copies(args) if with_rewards else 0  # the evaluation judge stays on the rank's GPU
     best = None
-    loras = [lora_rank] if lora_rank else [0, 64]
-    for lora in loras:
+    for lora in [lora_rank] if lora_rank else [0, 64]:
         for offload in (False, True):
-            dists = ["ddp"] + (["fsdp2"] if used > 1 else [])
-            if offload:
-                dists = ["fsdp2"]
-            for dist_ in dists:
+            for dist_ in ["fsdp2"] if offload else ["ddp"] + (["fsdp2"] if used > 1 else []):
                 s = Setting(args.dtype, used, dist_, args.beta, lora, LORA_TARGETS[shapes(bk).kind], offload)
                 for rewards_on_gpu in (True, False):
                     r = rewards_all if rewards_on_gpu else on_host_rewards
@@ -415,8 +422,23 @@ def find_fit(preset: str, gpus: int, gpu_gb: float, lora_rank: int = 0, model=No
     return best
 
 
-def flags(fit: Fit, args) -> str:
-    """The command-line flags of a fit (those that differ from the preset)."""
+def peft_lora(policy: nn.Module, rank: int, targets, alpha: float | None = None):
+    """LoRA adapters through peft on the projections `targets` of the policy's blocks: fp32 adapters, trainable;
+    everything else frozen (what lora_shapes counts)."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, target_modules=list(targets)),
+                            policy.layers)
+    for name, p in policy.named_parameters():
+        p.requires_grad_("lora_" in name)
+        if "lora_" in name:
+            p.data = p.data.float()
+    return policy
+
+
+def flags(fit: Fit, args, batch: int | None = None) -> str:
+    """The command-line flags of a fit (those that differ from the preset); batch: images per GPU if not the
+    preset's."""
     s, out = fit.setting, []
     if fit.gpus_used > 1:
         out.append(f"--dist {s.dist}")
@@ -426,7 +448,7 @@ def flags(fit: Fit, args) -> str:
         out.append(f"--lora-rank {s.lora_rank}")
     if fit.checkpointing:
         out.append("--activation-checkpointing")
-    B = args.prompts_per_step // fit.gpus_used * args.group_size
+    B = batch or args.prompts_per_step // fit.gpus_used * args.group_size
     if fit.micro_batch and fit.micro_batch != B:
         out.append(f"--micro-batch-size {fit.micro_batch}")
     if fit.chunk and fit.chunk != B:

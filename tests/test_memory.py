@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from common.memory import LORA_TARGETS, Setting, exact_bytes, meta_backend
+from common.memory import LORA_TARGETS, Setting, exact_bytes, meta_backend, peft_lora
 from conftest import REPO
 
 STORAGE = {"float32": torch.float32, "bfloat16": torch.float32, "bfloat16-pure": torch.bfloat16}
@@ -42,14 +42,7 @@ def build(kind: str, dtype: str):
 
 def add_lora(policy: nn.Module, kind: str, rank: int):
     """peft's LoRA on the blocks' projections, fp32 adapters, base frozen (what the scripts' --lora-rank does)."""
-    from peft import LoraConfig, inject_adapter_in_model
-
-    inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(LORA_TARGETS[kind])),
-                            policy.layers)
-    for name, p in policy.named_parameters():
-        p.requires_grad_("lora_" in name)
-        if "lora_" in name:
-            p.data = p.data.float()
+    peft_lora(policy, rank, LORA_TARGETS[kind])
 
 
 def step(bk, policy, params):
