@@ -209,12 +209,12 @@ def grpo_step(name: str, args: Args, log) -> dict:
               "per_gpu_batch_paper": per_gpu, "gpu_gb": round(gpu_gb, 1)}
     share = pa.group_size if args.shrink else per_gpu  # the CPU test: one group
     while share >= pa.group_size:
-        fit = find_fit(preset, 1, gpu_gb, model=twin, batch=share, with_rewards=False)
+        fit = find_fit(preset, 1, gpu_gb, model=twin, batch=share, with_rewards=False, allow_offload=False)
         if fit.ok:
             break
         share //= 2
     share = max(share, pa.group_size)
-    fit = find_fit(preset, 1, gpu_gb, model=twin, batch=share, with_rewards=False)
+    fit = find_fit(preset, 1, gpu_gb, model=twin, batch=share, with_rewards=False, allow_offload=False)
     s = fit.setting
     result.update(images=share, planner_fits=fit.ok, flags=flags(fit, pa, share),
                   predicted_gib={"static": fit.plan.static / GIB, "rollout": fit.plan.rollout / GIB,

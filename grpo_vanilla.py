@@ -136,6 +136,8 @@ class Args:
     # Scale
     dist: Literal["ddp", "fsdp2"] = "ddp"
     """under torchrun: DDP (a full copy per rank) or FSDP2 (parameters, gradients, optimizer state sharded)"""
+    cpu_offload: bool = False
+    """FSDP2: keep the shards, their gradients and AdamW state in CPU memory (torch's CPUOffloadPolicy; slower)"""
     activation_checkpointing: bool = False
     """recompute each transformer block's activations in the backward pass (less memory, slower update)"""
 
@@ -237,8 +239,8 @@ if __name__ == "__main__":
     if fsdp:  # shard the policy and the reference: each rank holds 1/world_size of every block
         example = bk.cond([train_prompts[0]["prompt"]])
         mp = mixed_precision(mixed)
-        model = shard(policy, example, device, world_size, mp)
-        ref = shard(ref, example, device, world_size, mp) if ref is not None else None
+        model = shard(policy, example, device, world_size, mp, args.cpu_offload)
+        ref = shard(ref, example, device, world_size, mp, args.cpu_offload) if ref is not None else None
     else:
         model = torch.nn.parallel.DistributedDataParallel(policy) if ddp else policy
     params = [p for p in policy.parameters() if p.requires_grad]

@@ -39,15 +39,20 @@ def mixed_precision(enabled: bool):
     return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
 
 
-def shard(policy: nn.Module, cond: dict, device: torch.device, world_size: int, mp_policy=None) -> nn.Module:
+def shard(policy: nn.Module, cond: dict, device: torch.device, world_size: int, mp_policy=None,
+          cpu_offload: bool = False) -> nn.Module:
     """FSDP2: shard every block, then the policy (in place). cond: any condition batch, for the root
-    forward that initialises FSDP2; mp_policy: `mixed_precision(...)` or None. Returns the policy, which is
+    forward that initialises FSDP2; mp_policy: `mixed_precision(...)` or None; cpu_offload: keep the shards, their
+    gradients and the optimizer state in CPU memory (CPUOffloadPolicy: parameters are copied to the device when
+    gathered, gradients back after the reduce-scatter, and AdamW steps on the CPU). Returns the policy, which is
     now an FSDPModule."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
 
     mesh = init_device_mesh(device.type, (world_size,))
     kw = {"mp_policy": mp_policy} if mp_policy is not None else {}
+    if cpu_offload:
+        kw["offload_policy"] = CPUOffloadPolicy(pin_memory=device.type == "cuda")  # pinning needs a GPU
     for layer in policy.layers:
         fully_shard(layer, mesh=mesh, **kw)
     fully_shard(policy, mesh=mesh, **kw)

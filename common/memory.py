@@ -383,7 +383,7 @@ def divisors_desc(n: int) -> list[int]:
 
 
 def find_fit(preset: str, gpus: int, gpu_gb: float, lora_rank: int = 0, model=None, batch: int | None = None,
-             with_rewards: bool = True) -> Fit:
+             with_rewards: bool = True, allow_offload: bool = True) -> Fit:
     """The first setting that fits, in this order of preference: no LoRA (unless asked), no CPU offload, DDP before
     FSDP2, rewards on the GPU before --reward-device cpu, no activation checkpointing, then the largest micro-batch
     and sample chunk. Without a fit, the closest setting (smallest peak) with ok=False. model: (backend, frozen) of
@@ -400,7 +400,7 @@ def find_fit(preset: str, gpus: int, gpu_gb: float, lora_rank: int = 0, model=No
     on_host_rewards = eval_copies(args) if with_rewards else 0  # the evaluation judge stays on the rank's GPU
     best = None
     for lora in [lora_rank] if lora_rank else [0, 64]:
-        for offload in (False, True):
+        for offload in (False, True) if allow_offload else (False,):
             for dist_ in ["fsdp2"] if offload else ["ddp"] + (["fsdp2"] if used > 1 else []):
                 s = Setting(args.dtype, used, dist_, args.beta, lora, LORA_TARGETS[shapes(bk).kind], offload)
                 for rewards_on_gpu in (True, False):

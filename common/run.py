@@ -92,6 +92,8 @@ def check_args(args) -> str:
                 good = False
             if not good:
                 return f"--{name.replace('_', '-')} {value!r}: must be {accepts}"
+    if getattr(args, "cpu_offload", False) and args.dist != "fsdp2":
+        return "--cpu-offload: needs --dist fsdp2 (it offloads FSDP2's shards)"
     if getattr(args, "device", "auto") == "cuda" and not torch.cuda.is_available():
         return "--device cuda: no CUDA device is visible to torch (use --device cpu, or a CUDA build of torch)"
     return ""
