@@ -100,6 +100,8 @@ class Args:
     """r_I: image-quality reward, adds 2·s (paper: maniqa; '' = none)"""
     realism_rewards: tuple[str, ...] = ()
     """r_R: realism judges, each adds s/4 (paper: qwen_label qwen_fake qwen_weird)"""
+    reward_device: str = ""
+    """where the reward models run: '' = the rank's device; 'cpu' or 'cuda:K' for every reward; or NAME=DEVICE,..."""
     eval_prompts: str = "data/shapeworld/eval.jsonl"
     """held-out GenEval-format prompts scored before and after training ('' = no evaluation)"""
     eval_samples: int = 8
@@ -309,7 +311,7 @@ if __name__ == "__main__":
     amp = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=mixed)
     try:  # missing weights or packages of the reward or the model: one line, before any training
         bk = load_model(args.model, device, dtype)  # first: the seed alone fixes its initialisation
-        reward_fns = {name: get_reward(name, device=device) for _, name in terms}
+        reward_fns = {name: get_reward(name, device, args.reward_device) for _, name in terms}
         if args.t5_right_pad and not hasattr(getattr(bk, "text", None), "right_pad"):
             raise ValueError(f"--t5-right-pad: backend {args.model!r} has no T5 caption encoder")
         if args.t5_right_pad:

@@ -95,6 +95,8 @@ class Args:
     """training prompts: .jsonl (GenEval metadata per line) or .txt (one prompt per line)"""
     reward: str = "geneval"
     """reward name (see rewards/__init__.py) or 'module:factory' for your own"""
+    reward_device: str = ""
+    """where the reward models run: '' = the rank's device; 'cpu' or 'cuda:K' for every reward; or NAME=DEVICE,..."""
     eval_prompts: str = "data/shapeworld/eval.jsonl"
     """held-out GenEval-format prompts scored before and after training ('' = no evaluation)"""
     eval_samples: int = 8
@@ -322,7 +324,7 @@ if __name__ == "__main__":
     amp = functools.partial(torch.autocast, device.type, dtype=torch.bfloat16, enabled=mixed)
     try:  # missing weights or packages of the reward or the model: one line, before any training
         bk = load_model(args.model, device, dtype)  # first: the seed alone fixes its initialisation
-        reward_fn = get_reward(args.reward, device=device)
+        reward_fn = get_reward(args.reward, device, args.reward_device)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError) as e:
         fail(str(e))
     policy = bk.policy

@@ -50,9 +50,35 @@ def check_reward_name(name: str):
         raise ValueError(f"reward {name!r}: module {module!r} has no {factory!r}")
 
 
-def get_reward(name: str, device="cpu"):
+def reward_device(name: str, spec: str, default):
+    """The device reward `name` runs on under --reward-device `spec`: '' = `default` (the rank's device), one device
+    ('cpu', 'cuda', 'cuda:K') for every reward, or 'NAME=DEVICE,...' per reward (rewards not named: `default`).
+    Raises ValueError naming the flag on a malformed spec."""
+    import torch
+
+    spec = (spec or "").strip()
+    if not spec:
+        return default
+    per = {}
+    for part in spec.split(","):
+        key, sep, dev = part.strip().rpartition("=")
+        if sep and not key:
+            raise ValueError(f"--reward-device {spec!r}: write NAME=DEVICE (e.g. qwen_label=cuda:7)")
+        try:
+            per[key if sep else "*"] = str(torch.device(dev.strip()))
+        except RuntimeError:
+            raise ValueError(f"--reward-device {spec!r}: {dev.strip()!r} is not a device (cpu, cuda or cuda:K)") \
+                from None
+    if "*" in per and len(per) > 1:
+        raise ValueError(f"--reward-device {spec!r}: give one device for every reward, or NAME=DEVICE pairs")
+    return per.get("*", per.get(name, default))
+
+
+def get_reward(name: str, device="cpu", placement: str = ""):
+    """Build reward `name` on `device`, or where `placement` (--reward-device, see reward_device) puts it."""
     check_reward_name(name)
     module, factory = _spec(name).split(":")
+    device = reward_device(name, placement, device)
     try:
         return getattr(importlib.import_module(module), factory)(device=device)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError):
