@@ -440,10 +440,10 @@ def flags(fit: Fit, args, batch: int | None = None) -> str:
     """The command-line flags of a fit (those that differ from the preset); batch: images per GPU if not the
     preset's."""
     s, out = fit.setting, []
-    if fit.gpus_used > 1:
+    if s.cpu_offload:  # FSDP2 under torchrun, also on one GPU (--nproc_per_node=1)
+        out.append("--dist fsdp2 --cpu-offload")
+    elif fit.gpus_used > 1:
         out.append(f"--dist {s.dist}")
-    if s.cpu_offload:
-        out.append("--cpu-offload")
     if s.lora_rank:
         out.append(f"--lora-rank {s.lora_rank}")
     if fit.checkpointing:
