@@ -75,16 +75,25 @@ def reward_device(name: str, spec: str, default):
 
 
 def get_reward(name: str, device="cpu", placement: str = ""):
-    """Build reward `name` on `device`, or where `placement` (--reward-device, see reward_device) puts it."""
+    """Build reward `name` on `device`, or where `placement` (--reward-device, see reward_device) puts it. Under
+    torchrun, a reward placed on one fixed device (cpu, cuda:K) is built once per node: rewards/shared.py."""
     check_reward_name(name)
     module, factory = _spec(name).split(":")
-    device = reward_device(name, placement, device)
-    try:
-        return getattr(importlib.import_module(module), factory)(device=device)
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError):
-        raise  # the loaders' own one-line messages
-    except Exception as e:  # a user factory's bug: one line naming it
-        raise RuntimeError(f"reward {name!r}: its factory raised {type(e).__name__}: {e}") from e
+    where = reward_device(name, placement, device)
+
+    def build(dev):
+        try:
+            return getattr(importlib.import_module(module), factory)(device=dev)
+        except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError):
+            raise  # the loaders' own one-line messages
+        except Exception as e:  # a user factory's bug: one line naming it
+            raise RuntimeError(f"reward {name!r}: its factory raised {type(e).__name__}: {e}") from e
+
+    from rewards.shared import build_shared, shared_per_node
+
+    if placement and shared_per_node(where):
+        return build_shared(name, build, where)
+    return build(where)
 
 
 def check_reward(name: str, metadata: list[dict]):
@@ -118,6 +127,8 @@ def compute_rewards(reward_fn, name: str, images, prompts: list[str], metadata: 
 
     try:
         r = reward_fn(images, prompts, metadata)
+    except RewardError:
+        raise  # a node-shared reward (rewards/shared.py) already named the prompt
     except Exception as e:
         culprit = prompts[0]
         for i in range(len(prompts)):
