@@ -224,7 +224,7 @@ class Setting:
 
     @property
     def fsdp(self) -> bool:
-        return self.dist == "fsdp2" and self.world > 1 or self.cpu_offload
+        return (self.dist == "fsdp2" and self.world > 1) or self.cpu_offload
 
     @property
     def storage(self) -> torch.dtype:
