@@ -105,6 +105,8 @@ class Args:
     """r_I: image-quality reward, adds 2·s (paper: maniqa; '' = none)"""
     realism_rewards: tuple[str, ...] = ()
     """r_R: realism judges, each adds s/4 (paper: qwen_label qwen_fake qwen_weird)"""
+    reward_device: str = ""
+    """where the reward models run: '' = the rank's device; 'cpu' or 'cuda:K' for every reward; or NAME=DEVICE,..."""
     eval_prompts: str = "data/shapeworld/eval.jsonl"
     """held-out GenEval-format prompts scored before and after training ('' = no evaluation)"""
     eval_samples: int = 8
@@ -168,6 +170,8 @@ class Args:
     # Scale
     dist: Literal["ddp", "fsdp2"] = "ddp"
     """under torchrun: DDP (a full copy per rank) or FSDP2 (parameters, gradients, optimizer state sharded)"""
+    cpu_offload: bool = False
+    """FSDP2: keep the shards, their gradients and AdamW state in CPU memory (torch's CPUOffloadPolicy; slower)"""
     activation_checkpointing: bool = False
     """recompute each transformer block's activations in the backward pass (less memory, slower update)"""
     lora_rank: int = 0
@@ -335,7 +339,7 @@ if __name__ == "__main__":
         bk = load_model(args.model, device, dtype, policy_on_meta=fsdp)
         if args.lora_rank:  # LoRA: the model is frozen, only low-rank adapters train (peft, common/lora.py)
             add_lora(bk.policy, args.lora_rank, args.lora_alpha, args.lora_targets)
-        reward_fns = {name: get_reward(name, device=device) for _, name in terms}
+        reward_fns = {name: get_reward(name, device, args.reward_device) for _, name in terms}
         if args.t5_right_pad and not hasattr(getattr(bk, "text", None), "right_pad"):
             raise ValueError(f"--t5-right-pad: backend {args.model!r} has no T5 caption encoder")
         if args.t5_right_pad:
@@ -353,9 +357,9 @@ if __name__ == "__main__":
     if fsdp:  # shard the policy and the reference: each rank holds 1/world_size of every block
         example = bk.cond([train_prompts[0]["prompt"]])
         mp = mixed_precision(mixed)
-        model = shard(policy, example, device, world_size, mp, bk.weights)
+        model = shard(policy, example, device, world_size, mp, bk.weights, args.cpu_offload)
         if ref is not None and not args.lora_rank:  # (with LoRA, π_ref is the sharded policy itself)
-            ref = shard(ref, example, device, world_size, mp, bk.weights)
+            ref = shard(ref, example, device, world_size, mp, bk.weights, args.cpu_offload)
     else:
         model = torch.nn.parallel.DistributedDataParallel(policy) if ddp else policy
     params = [p for p in policy.parameters() if p.requires_grad]

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 
 from common.cli import parse
-from common.janus import JanusT2I, tiny_janus, tiny_tokenizer
+from common.janus import JanusT2I, janus_pro_config, tiny_janus, tiny_tokenizer
 from common.sampling import sample
 
 
@@ -40,22 +40,6 @@ class Args:
     """timed rounds, interleaved (the best is reported; a warm-up round is discarded)"""
     seed: int = 0
     """seed of the random weights and of the sampling"""
-
-
-def janus_pro_config(size: str = "1b"):
-    """The JanusConfig of deepseek-community/Janus-Pro-1B / -7B (shapes only; weights stay random)."""
-    from transformers import JanusConfig
-
-    d, layers, heads, ffn = {"1b": (2048, 24, 16, 5632), "7b": (4096, 30, 32, 11008)}[size]
-    return JanusConfig(
-        text_config=dict(model_type="llama", vocab_size=102400, hidden_size=d, intermediate_size=ffn,
-                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-                         max_position_embeddings=16384, rms_norm_eps=1e-6, bos_token_id=0, eos_token_id=2,
-                         pad_token_id=1),
-        vision_config=dict(projection_dim=d),  # SigLIP-L/16 at 384 px: 576 image tokens
-        vq_config=dict(projection_dim=d, image_token_embed_dim=d),  # 16384 x 8 codebook, 16x downsampling
-        tie_word_embeddings=False,  # 2.08B / 7.41B parameters in all
-    )
 
 
 def build(args: Args) -> JanusT2I:

@@ -101,6 +101,8 @@ class Args:
     """training prompts: .jsonl (GenEval metadata per line) or .txt (one prompt per line)"""
     reward: str = "geneval"
     """reward name (see rewards/__init__.py) or 'module:factory' for your own"""
+    reward_device: str = ""
+    """where the reward models run: '' = the rank's device; 'cpu' or 'cuda:K' for every reward; or NAME=DEVICE,..."""
     eval_prompts: str = "data/shapeworld/eval.jsonl"
     """held-out GenEval-format prompts scored before and after training ('' = no evaluation)"""
     eval_samples: int = 8
@@ -164,6 +166,8 @@ class Args:
     # Scale
     dist: Literal["ddp", "fsdp2"] = "ddp"
     """under torchrun: DDP (a full copy per rank) or FSDP2 (parameters, gradients, optimizer state sharded)"""
+    cpu_offload: bool = False
+    """FSDP2: keep the shards, their gradients and AdamW state in CPU memory (torch's CPUOffloadPolicy; slower)"""
     activation_checkpointing: bool = False
     """recompute each transformer block's activations in the backward pass (less memory, slower update)"""
     lora_rank: int = 0
@@ -353,7 +357,7 @@ if __name__ == "__main__":
         bk = load_model(args.model, device, dtype, policy_on_meta=fsdp)
         if args.lora_rank:  # LoRA: the model is frozen, only low-rank adapters train (peft, common/lora.py)
             add_lora(bk.policy, args.lora_rank, args.lora_alpha, args.lora_targets)
-        reward_fn = get_reward(args.reward, device=device)
+        reward_fn = get_reward(args.reward, device, args.reward_device)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError) as e:
         fail(str(e))
     policy = bk.policy
@@ -367,9 +371,9 @@ if __name__ == "__main__":
     if fsdp:  # shard the policy and the reference: each rank holds 1/world_size of every block
         example = bk.cond([train_prompts[0]["prompt"]])
         mp = mixed_precision(mixed)
-        model = shard(policy, example, device, world_size, mp, bk.weights)
+        model = shard(policy, example, device, world_size, mp, bk.weights, args.cpu_offload)
         if ref is not None and not args.lora_rank:  # (with LoRA, π_ref is the sharded policy itself)
-            ref = shard(ref, example, device, world_size, mp, bk.weights)
+            ref = shard(ref, example, device, world_size, mp, bk.weights, args.cpu_offload)
     else:
         model = torch.nn.parallel.DistributedDataParallel(policy) if ddp else policy
     params = [p for p in policy.parameters() if p.requires_grad]

@@ -12,8 +12,6 @@ import io
 import os
 import sys
 
-import tyro
-
 
 def one_line(panel: str, prog: str) -> str:
     """tyro's error panel -> `error: <message>[; perhaps --flag, ...] (see <prog> --help)`."""
@@ -45,6 +43,8 @@ def _prog() -> str:
 
 def parse(args_cls, **kwargs):
     """tyro.cli(args_cls, **kwargs); a parse error exits 2 with one line on stderr (see the module docstring)."""
+    import tyro  # here, so that importing a script needs no tyro (the paper benchmark runs where it is missing)
+
     panel = io.StringIO()
     try:
         with contextlib.redirect_stderr(panel):

@@ -46,23 +46,27 @@ def mixed_precision(enabled: bool):
 
 
 def shard(policy: nn.Module, cond: dict, device: torch.device, world_size: int, mp_policy=None,
-          weights=None) -> nn.Module:
+          weights=None, cpu_offload: bool = False) -> nn.Module:
     """FSDP2: shard every block, then the policy (in place). cond: any condition batch, for the root
     forward that initialises FSDP2; mp_policy: `mixed_precision(...)` or None; weights: where the parameters
     left on the meta device are read from (`bk.weights`, common/weights.py; None when every parameter is
-    real). Returns the policy, which is now an FSDPModule."""
+    real); cpu_offload: keep the shards, their gradients and the optimizer state in CPU memory (CPUOffloadPolicy:
+    parameters are copied to the device when gathered, gradients back after the reduce-scatter, and AdamW steps on
+    the CPU). Returns the policy, which is now an FSDPModule."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
 
     mesh = init_device_mesh(device.type, (world_size,))
     kw = {"mp_policy": mp_policy} if mp_policy is not None else {}
+    if cpu_offload:
+        kw["offload_policy"] = CPUOffloadPolicy(pin_memory=device.type == "cuda")  # pinning needs a GPU
     for layer in policy.layers:
         fully_shard(layer, mesh=mesh, **kw)
     fully_shard(policy, mesh=mesh, **kw)
     if any(p.to_local().is_meta for p in policy.parameters()):
         if weights is None:
             raise ValueError("the policy has weights on the meta device but no files to fill them from")
-        fill_shards(policy, weights, device)
+        fill_shards(policy, weights, torch.device("cpu") if cpu_offload else device)  # offload: shards live on the CPU
     first = {k: v[:1] for k, v in cond.items()}
     with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=mp_policy is not None):
         policy(first, torch.zeros(1, 0, dtype=torch.long, device=device))  # the policy becomes FSDP2's root

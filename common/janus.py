@@ -267,6 +267,23 @@ def _policy_weights(repo: str, local_only: bool, policy: JanusPolicy):
     return Weights(files={n: (files["model." + n], "model." + n) for n in names})
 
 
+# -- Janus-Pro's real shapes (the planner, the paper benchmark: random weights, no download) --------------
+def janus_pro_config(size: str = "1b"):
+    """The JanusConfig of deepseek-community/Janus-Pro-1B / -7B (shapes only; weights stay random)."""
+    from transformers import JanusConfig
+
+    d, layers, heads, ffn = {"1b": (2048, 24, 16, 5632), "7b": (4096, 30, 32, 11008)}[size]
+    return JanusConfig(
+        text_config=dict(model_type="llama", vocab_size=102400, hidden_size=d, intermediate_size=ffn,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+                         max_position_embeddings=16384, rms_norm_eps=1e-6, bos_token_id=0, eos_token_id=2,
+                         pad_token_id=1),
+        vision_config=dict(projection_dim=d),  # SigLIP-L/16 at 384 px: 576 image tokens
+        vq_config=dict(projection_dim=d, image_token_embed_dim=d),  # 16384 x 8 codebook, 16x downsampling
+        tie_word_embeddings=False,  # 2.08B / 7.41B parameters in all
+    )
+
+
 # -- a tiny random Janus for tests and the CPU benchmark (no download) -------------------------------
 def tiny_janus_config(image_size: int = 32, patch_size: int = 8, hidden: int = 32, layers: int = 2,
                       codebook_size: int = 32):

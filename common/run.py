@@ -98,6 +98,22 @@ def check_args(args) -> str:
                 good = False
             if not good:
                 return f"--{name.replace('_', '-')} {value!r}: must be {accepts}"
+    if getattr(args, "reward_device", ""):
+        from rewards import reward_device
+
+        names = [getattr(args, "reward", "")] + list(getattr(args, "align_rewards", ())) + \
+            [getattr(args, "quality_reward", "")] + list(getattr(args, "realism_rewards", ()))
+        try:
+            for name in filter(None, names):
+                reward_device(name, args.reward_device, "cpu")
+        except ValueError as e:
+            return str(e)
+        named = {p.strip().rpartition("=")[0] for p in args.reward_device.split(",")} - {""}
+        if unknown := named - set(names):
+            return (f"--reward-device {args.reward_device!r}: {', '.join(sorted(unknown))} is not a reward of this run "
+                    f"({', '.join(filter(None, names))})")
+    if getattr(args, "cpu_offload", False) and args.dist != "fsdp2":
+        return "--cpu-offload: needs --dist fsdp2 (it offloads FSDP2's shards)"
     if getattr(args, "device", "auto") == "cuda" and not torch.cuda.is_available():
         return "--device cuda: no CUDA device is visible to torch (use --device cpu, or a CUDA build of torch)"
     return ""

@@ -72,3 +72,12 @@ def load_t5_encoder(path: str, max_len: int, right_pad: bool, device: str | torc
     encoder = T5EncoderModel.from_pretrained(path, local_files_only=True, **{dtype_kw: dtype}).to(device, dtype)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return T5CaptionEncoder(encoder, tokenizer, max_len=max_len, right_pad=right_pad)
+
+
+def flan_t5_xl_config():
+    """The T5Config of google/flan-t5-xl (shapes only: the planner and the paper benchmark build it with random
+    weights; its encoder has 1.22B parameters)."""
+    from transformers import T5Config
+
+    return T5Config(d_model=2048, d_ff=5120, num_layers=24, num_heads=32, d_kv=64, vocab_size=32128,
+                    feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False)

@@ -107,17 +107,52 @@ def check_reward_name(name: str):
         raise ValueError(f"reward {name!r}: module {module!r} has no {factory!r}")
 
 
-def get_reward(name: str, device="cpu"):
+def reward_device(name: str, spec: str, default):
+    """The device reward `name` runs on under --reward-device `spec`: '' = `default` (the rank's device), one device
+    ('cpu', 'cuda', 'cuda:K') for every reward, or 'NAME=DEVICE,...' per reward (rewards not named: `default`).
+    Raises ValueError naming the flag on a malformed spec."""
+    import torch
+
+    spec = (spec or "").strip()
+    if not spec:
+        return default
+    per = {}
+    for part in spec.split(","):
+        key, sep, dev = part.strip().rpartition("=")
+        if sep and not key:
+            raise ValueError(f"--reward-device {spec!r}: write NAME=DEVICE (e.g. qwen_label=cuda:7)")
+        try:
+            per[key if sep else "*"] = str(torch.device(dev.strip()))
+        except RuntimeError:
+            raise ValueError(f"--reward-device {spec!r}: {dev.strip()!r} is not a device (cpu, cuda or cuda:K)") \
+                from None
+    if "*" in per and len(per) > 1:
+        raise ValueError(f"--reward-device {spec!r}: give one device for every reward, or NAME=DEVICE pairs")
+    return per.get("*", per.get(name, default))
+
+
+def get_reward(name: str, device="cpu", placement: str = ""):
+    """Build reward `name` on `device`, or where `placement` (--reward-device, see reward_device) puts it. Under
+    torchrun, a reward placed on one fixed device (cpu, cuda:K) is built once per node: rewards/shared.py."""
     check_reward_name(name)
     if (mix := parse_mix(name)) is not None:
         return WeightedSum({r: get_reward(r, device) for r, _ in mix}, dict(mix))
     module, factory = _spec(name).split(":")
-    try:
-        return getattr(importlib.import_module(module), factory)(device=device)
-    except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError):
-        raise  # the loaders' own one-line messages
-    except Exception as e:  # a user factory's bug: one line naming it
-        raise RuntimeError(f"reward {name!r}: its factory raised {type(e).__name__}: {e}") from e
+    where = reward_device(name, placement, device)
+
+    def build(dev):
+        try:
+            return getattr(importlib.import_module(module), factory)(device=dev)
+        except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError):
+            raise  # the loaders' own one-line messages
+        except Exception as e:  # a user factory's bug: one line naming it
+            raise RuntimeError(f"reward {name!r}: its factory raised {type(e).__name__}: {e}") from e
+
+    from rewards.shared import build_shared, shared_per_node
+
+    if placement and shared_per_node(where):
+        return build_shared(name, build, where)
+    return build(where)
 
 
 def check_reward(name: str, metadata: list[dict]):
@@ -155,6 +190,8 @@ def compute_rewards(reward_fn, name: str, images, prompts: list[str], metadata: 
 
     try:
         r = reward_fn(images, prompts, metadata)
+    except RewardError:
+        raise  # a node-shared reward (rewards/shared.py) already named the prompt
     except Exception as e:
         culprit = prompts[0]
         for i in range(len(prompts)):
