@@ -99,11 +99,12 @@ def check_args(args) -> str:
             if not good:
                 return f"--{name.replace('_', '-')} {value!r}: must be {accepts}"
     if getattr(args, "reward_device", ""):
-        from rewards import reward_device
+        from rewards import parse_mix, reward_device
 
         names = [getattr(args, "reward", "")] + list(getattr(args, "align_rewards", ())) + \
             [getattr(args, "quality_reward", "")] + list(getattr(args, "realism_rewards", ()))
-        try:
+        try:  # a weighted sum's parts are rewards of the run too (each placed on its own)
+            names += [part for name in filter(None, names) for part, _ in parse_mix(name) or []]
             for name in filter(None, names):
                 reward_device(name, args.reward_device, "cpu")
         except ValueError as e:

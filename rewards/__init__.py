@@ -136,7 +136,7 @@ def get_reward(name: str, device="cpu", placement: str = ""):
     torchrun, a reward placed on one fixed device (cpu, cuda:K) is built once per node: rewards/shared.py."""
     check_reward_name(name)
     if (mix := parse_mix(name)) is not None:
-        return WeightedSum({r: get_reward(r, device) for r, _ in mix}, dict(mix))
+        return WeightedSum({r: get_reward(r, device, placement) for r, _ in mix}, dict(mix))
     module, factory = _spec(name).split(":")
     where = reward_device(name, placement, device)
 
