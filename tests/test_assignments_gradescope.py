@@ -337,7 +337,7 @@ def outcome_zip(tmp_path_factory):
 
 
 def blank_fill(root, extra=None, tail=""):
-    """The upload: a blank student tree, with `extra` (a prelude) at the top of grpo_vanilla.py and `tail` at its end."""
+    """The upload: a blank student tree, `extra` (a prelude) at the top of grpo_vanilla.py, `tail` at its end."""
     def fill(sub):
         kit.make(sub)
         path = os.path.join(sub, "grpo_vanilla.py")
