@@ -23,7 +23,8 @@ def main(argv=None) -> int:
     gr.add_argument("--no-outcome", action="store_true", help="skip exercise 10's training run (~2–5 min)")
     gr.add_argument("--verbose", action="store_true", help="show pytest's own output")
     gr.add_argument("--sandbox-user", metavar="NAME", default="",
-                    help="run the graded code as this unprivileged account (the grader must be root)")
+                    help="run the graded code as this unprivileged account (the grader must be root; the account "
+                         "must be able to run the interpreter: else set ASSIGN_SANDBOX_PYTHON, assignments/README.md)")
     gs = sub.add_parser("gradescope", help="build Gradescope's autograder zip: setup.sh, run_autograder, the source")
     gs.add_argument("--out", required=True, help="the zip to write, e.g. autograder.zip")
     gs.add_argument("--visibility", default="", metavar="NN=V[,NN=V]",

@@ -11,7 +11,9 @@ setup.sh installs the requirements into a virtual environment (CPU torch) and cr
 SANDBOX_USER. run_autograder locks /autograder/source and /autograder/results (root only), grades the submission
 (assignments/kit.py grade: a fresh student tree with the submission's exercise files; the graded code runs as
 SANDBOX_USER) and always writes results.json, an autograder failure included. AUTOGRADER_ROOT moves /autograder
-(tests simulate the layout), AUTOGRADER_PYTHON the interpreter, AUTOGRADER_SANDBOX_USER the account ('' = none).
+(tests simulate the layout), AUTOGRADER_PYTHON the interpreter, AUTOGRADER_SANDBOX_USER the account ('' = none),
+ASSIGN_SANDBOX_PYTHON the graded code's interpreter (default: the grader's, setup.sh's world-readable venv;
+assignments/sandbox.py).
 """
 from __future__ import annotations
 

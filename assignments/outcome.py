@@ -33,7 +33,9 @@ TIERS = ((0.045, 1.0), (0.035, 0.6), (0.025, 0.3))
 def command(out_dir: str, seed: int = SEED) -> list[str]:
     """The exact command the grader (and the calibration) runs, from the tree's root. The run evaluates nothing
     itself (--eval-samples 0): the grader scores its checkpoint."""
-    return [sys.executable, "grpo_vanilla.py", "--num-steps", str(STEPS), "--seed", str(seed), "--out-dir", out_dir,
+    from assignments.sandbox import child_python
+
+    return [child_python(), "grpo_vanilla.py", "--num-steps", str(STEPS), "--seed", str(seed), "--out-dir", out_dir,
             "--exp-name", "outcome", "--image-every", "0", "--eval-samples", "0"]
 
 

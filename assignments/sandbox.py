@@ -12,6 +12,12 @@ is rebuilt in the grader as value + J·(x − x.detach()), so `.backward()` in t
 first-order gradient. An input the student's code modified in place is modified in the grader too. An exception
 in the child comes back as StudentError (or NotImplementedError), a hang past the time limit or a crash as an
 AssertionError naming it, and the child is restarted for the next call.
+
+The child's interpreter is this one, or $ASSIGN_SANDBOX_PYTHON (child_python). The sandbox account must be able to
+run it and import the requirements with it: setup.sh's virtual environment is world-readable, but an interpreter
+under a folder only its owner can enter (a pyenv in a home folder) is not, and then ASSIGN_SANDBOX_PYTHON names one
+that is, with the same Python version and the same packages, e.g. a venv of the system Python whose site-packages
+holds a .pth file naming this environment's site-packages (tests/test_assignments_gradescope.py builds one).
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from assignments import sandbox_child as wire
 
 CHILD_SOURCE = open(wire.__file__, encoding="utf-8").read()
 CALL_TIMEOUT = 25.0  # seconds per call (pytest-timeout's 30 s per test is the backstop)
+PYTHON_ENV = "ASSIGN_SANDBOX_PYTHON"  # the child's interpreter, if not this one (child_python)
 STARTUP_TIMEOUT = 120.0  # seconds for the child to import torch and answer (a loaded machine)
 BUILTIN_ERRORS = {c.__name__: c for c in (ValueError, TypeError, RuntimeError, IndexError, KeyError, AttributeError,
                                           ZeroDivisionError, ImportError, ModuleNotFoundError, OverflowError,
@@ -55,9 +62,29 @@ def student_error(name: str, message: str, where: str = "") -> Exception:
     return e
 
 
+def child_python() -> str:
+    """The interpreter that runs the graded code (the child, the outcome run): $ASSIGN_SANDBOX_PYTHON, else this one."""
+    return os.environ.get(PYTHON_ENV) or sys.executable
+
+
+REQUIRED = ("torch", "numpy", "safetensors")
+PROBE = ("import importlib.util as u, sys; "
+         f"sys.exit(0 if all(u.find_spec(m) for m in {REQUIRED!r}) else 3)")
+
+
+def can_run(python: str, ids: tuple[int, int]) -> bool:
+    """Whether the account (uid, gid) can start `python` in isolated mode and find the requirements with it."""
+    try:
+        return subprocess.run([python, "-I", "-c", PROBE], user=ids[0], group=ids[1], extra_groups=[], cwd="/",
+                              env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=60).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 def sandbox_user(name: str | None) -> tuple[int, int] | None:
-    """(uid, gid) of the unprivileged account the child runs as; None = the grader's own account. Refuses root and
-    an unknown account, in one line."""
+    """(uid, gid) of the unprivileged account the child runs as; None = the grader's own account. Refuses root, an
+    unknown account, and an account that cannot run the child's interpreter with the requirements, in one line."""
     if not name:
         return None
     try:
@@ -68,7 +95,13 @@ def sandbox_user(name: str | None) -> tuple[int, int] | None:
         raise SystemExit(f"--sandbox-user {name} is root: the graded code must run unprivileged")
     if os.geteuid() != 0:
         raise SystemExit(f"--sandbox-user {name} needs the grader to run as root (to drop to that account)")
-    return pw.pw_uid, pw.pw_gid
+    ids = pw.pw_uid, pw.pw_gid
+    python = child_python()
+    if not can_run(python, ids):
+        raise SystemExit(f"--sandbox-user {name} cannot run {python} with {', '.join(REQUIRED)} (a folder above it "
+                         f"closed to that account?): set {PYTHON_ENV} to an interpreter it can run, with the same "
+                         "packages (assignments/sandbox.py)")
+    return ids
 
 
 def hand_over(path: str, ids: tuple[int, int] | None) -> None:
@@ -202,7 +235,7 @@ class Sandbox:
     def start(self) -> None:
         """Start the child and wait until it is ready (its imports do not count against a call's time limit)."""
         err = open(self.log, "ab")
-        self.proc = self._popen([sys.executable, "-I", "-c", CHILD_SOURCE, self.tree], stdin=subprocess.PIPE,
+        self.proc = self._popen([child_python(), "-I", "-c", CHILD_SOURCE, self.tree], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=err)
         err.close()
         self.request({"op": "ping"}, timeout=STARTUP_TIMEOUT)

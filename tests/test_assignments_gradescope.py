@@ -2,9 +2,10 @@
 
 The autograder zip is built with `python -m assignments gradescope`, unpacked into a simulated
 <tmp>/autograder/{source,submission,results} (AUTOGRADER_ROOT), and its run_autograder is run for each submission.
-When the tests run as root and `nobody` can start this interpreter, the graded code runs as `nobody` (the zip's
-setup.sh creates a dedicated account); otherwise the privilege drop is off (AUTOGRADER_SANDBOX_USER='') and only
-the forging attempts that process separation alone defeats are tried (the others are reported as skipped).
+The end-to-end tests and the first forging test run the graded code as the grader's account
+(AUTOGRADER_SANDBOX_USER=''): the attempts that process separation alone defeats. test_forging_as_sandbox_user runs
+it as `nobody` (the zip's setup.sh creates a dedicated account), the attempts that need the privilege drop; it needs
+root, and skips with the reason where that or an interpreter `nobody` can run is missing (sandbox_python).
 """
 import hashlib
 import json
@@ -13,6 +14,8 @@ import pwd
 import shutil
 import subprocess
 import sys
+import sysconfig
+import tempfile
 import zipfile
 
 import pytest
@@ -29,30 +32,60 @@ TEST_FIELDS = {"score", "max_score", "status", "name", "name_format", "number", 
 VISIBILITIES = {"visible", "hidden", "after_due_date", "after_published"}
 
 
-def _nobody():
-    try:
-        return os.geteuid() == 0 and pwd.getpwnam("nobody").pw_uid != 0
-    except KeyError:
-        return False
-
-
-def _nobody_runs_python():
-    """Whether `nobody` can start this interpreter (not when it lives under a folder only root can enter)."""
-    if not _nobody():
-        return False
-    try:
-        return subprocess.run([sys.executable, "-c", "pass"], user="nobody", capture_output=True,
-                              timeout=60).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-DROP = _nobody_runs_python()
-USER = "nobody" if DROP else ""
-# without the privilege drop, process separation alone defeats these; the others need the drop
+# the forging attempts that process separation alone defeats (test_forging_attempts_score_as_blank, as the
+# grader's own account); the others need the privilege drop (test_forging_as_sandbox_user)
 WITHOUT_DROP = {"blank tree", "atexit prelude rewriting the results", "writing results.json directly",
                 "a daemon rewriting the results after the grader's child ends",
                 "monkeypatching torch.allclose and torch.equal", "editing the grader files in the submission"}
+
+
+def world_dir():
+    """A temporary folder every account can enter and read (the test's tmp_path is root's only)."""
+    d = tempfile.mkdtemp(prefix="gs_world_")
+    os.chmod(d, 0o755)
+    return d
+
+
+@pytest.fixture(scope="module")
+def sandbox_python():
+    """(account, interpreter) for the privilege drop: `nobody`, and an interpreter it can run with this
+    environment's packages: this one, or else a throwaway venv of the system's python of this version in a
+    world-readable folder, whose site-packages holds a .pth naming this environment's site-packages (a venv whose
+    interpreter lives under a folder only root can enter, e.g. a pyenv in root's home). Skips with the reason."""
+    from assignments.sandbox import can_run
+
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        pytest.skip("the privilege drop needs the tests to run as root")
+    try:
+        pw = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no account `nobody` to drop to")
+    ids = pw.pw_uid, pw.pw_gid
+    if can_run(sys.executable, ids):
+        yield "nobody", sys.executable
+        return
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    system = [p for p in dict.fromkeys(shutil.which(version, path=d) for d in os.defpath.split(":") if d) if p]
+    folder = world_dir()
+    try:
+        paths = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
+        for i, py in enumerate(system):
+            venv = os.path.join(folder, f"venv{i}")
+            if subprocess.run([py, "-m", "venv", "--without-pip", venv], capture_output=True, timeout=120).returncode:
+                continue
+            lib = subprocess.run([os.path.join(venv, "bin", "python"), "-I", "-c",
+                                  "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 capture_output=True, text=True, timeout=60).stdout.strip()
+            with open(os.path.join(lib, "grading_env.pth"), "w") as f:
+                f.write("".join(p + "\n" for p in paths))
+            python = os.path.join(venv, "bin", "python")
+            if can_run(python, ids):
+                yield "nobody", python
+                return
+        pytest.skip(f"`nobody` cannot run {sys.executable}, nor a venv of a system {version} with this "
+                    "environment's packages (a folder above them closed to it?)")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def build_zip(path, *flags):
@@ -62,15 +95,20 @@ def build_zip(path, *flags):
     return path
 
 
-def simulate(zip_path, root, fill):
-    """Unpack the autograder into root/source, let fill(submission) write the upload, run run_autograder."""
+def simulate(zip_path, root, fill, drop=None):
+    """Unpack the autograder into root/source, let fill(submission) write the upload, run run_autograder (with
+    drop = (account, interpreter): the graded code runs as that account; else as the grader's)."""
     shutil.rmtree(root, ignore_errors=True)
     for d in ("source", "submission", "results"):
         os.makedirs(os.path.join(root, d))
     with zipfile.ZipFile(zip_path) as z:
         z.extractall(os.path.join(root, "source"))
     fill(os.path.join(root, "submission"))
-    env = dict(os.environ, AUTOGRADER_ROOT=str(root), AUTOGRADER_PYTHON=sys.executable, AUTOGRADER_SANDBOX_USER=USER)
+    env = dict(os.environ, AUTOGRADER_ROOT=str(root), AUTOGRADER_PYTHON=sys.executable,
+               AUTOGRADER_SANDBOX_USER=drop[0] if drop else "")
+    env.pop("ASSIGN_SANDBOX_PYTHON", None)
+    if drop:
+        env["ASSIGN_SANDBOX_PYTHON"] = drop[1]
     p = subprocess.run(["bash", os.path.join(root, "source", "run_autograder")], env=env, capture_output=True,
                        text=True, timeout=600)
     res = os.path.join(root, "results", "results.json")
@@ -233,10 +271,12 @@ for _p in _g.glob(_ROOT + "/source/assignments/**/*.py", recursive=True):
         pass
 ''',
     "loading the reference implementation": '''
-def _reference():
-    ns = {"__name__": "reference"}
-    exec(open(_ROOT + "/source/grpo_vanilla.py").read(), ns)
-    return ns
+def _reference():  # the kit's grpo_vanilla.py, imported as a module of its own (its dataclasses need sys.modules)
+    import importlib.util as _u
+    spec = _u.spec_from_file_location("_kit_reference", _ROOT + "/source/grpo_vanilla.py")
+    mod = _sys.modules[spec.name] = _u.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return vars(mod)
 try:
     _REF = _reference()
 except Exception:
@@ -296,23 +336,25 @@ def outcome_zip(tmp_path_factory):
     return build_zip(tmp_path_factory.mktemp("zip2") / "autograder.zip", "--only", "01,10")
 
 
+def blank_fill(root, extra=None, tail=""):
+    """The upload: a blank student tree, `extra` (a prelude) at the top of grpo_vanilla.py, `tail` at its end."""
+    def fill(sub):
+        kit.make(sub)
+        path = os.path.join(sub, "grpo_vanilla.py")
+        text = open(path).read()
+        head, _, rest = text.partition("\nimport ")
+        open(path, "w").write(head + "\n" + (prelude(root, extra) if extra else "") + "import " + rest + tail)
+    return fill
+
+
 @pytest.mark.slow
 def test_forging_attempts_score_as_blank(outcome_zip, tmp_path):
-    """each attempt scores what the blank tree scores (0 on ex01 and ex10) and leaves the kit intact"""
+    """as the grader's own account, each attempt that process separation alone defeats scores what the blank tree
+    scores (0 on ex01 and ex10) and leaves the kit intact"""
     root = tmp_path / "autograder"
     with zipfile.ZipFile(outcome_zip) as z:
         z.extractall(tmp_path / "pristine")
     before = digest(tmp_path / "pristine")
-
-    def blank(extra=None, tail=""):
-        def fill(sub):
-            kit.make(sub)
-            path = os.path.join(sub, "grpo_vanilla.py")
-            text = open(path).read()
-            head, _, rest = text.partition("\nimport ")
-            new = head + "\n" + (prelude(root, extra) if extra else "") + "import " + rest + tail
-            open(path, "w").write(new)
-        return fill
 
     def graders_edited(sub):
         kit.make(sub)
@@ -322,21 +364,18 @@ def test_forging_attempts_score_as_blank(outcome_zip, tmp_path):
                     "import pytest\n\n@pytest.mark.points(101)\ndef test_x():\n    pass\n")
         open(os.path.join(sub, "assignments", "kit.py"), "a").write("\ndef grade(*a, **k):\n    return []\n")
 
-    cases = {"blank tree": blank()}
-    cases.update({name: blank(body) for name, body in ATTEMPTS.items() if name != "loading the reference implementation"})
-    cases["a student function that loads the reference"] = blank(ATTEMPTS["loading the reference implementation"],
-                                                                 REFERENCE_FUNCS)
+    cases = {"blank tree": blank_fill(root)}
+    cases.update({name: blank_fill(root, body) for name, body in ATTEMPTS.items() if name in WITHOUT_DROP})
     cases["editing the grader files in the submission"] = graders_edited
+    assert set(cases) == WITHOUT_DROP
     scores = {}
     for name, fill in cases.items():
-        if not DROP and name not in WITHOUT_DROP:
-            print(f"{name}: not tried (needs the privilege drop: root and an interpreter `nobody` can run)")
-            continue
         res, p = simulate(outcome_zip, root, fill)
         validate(res)
         scores[name] = res["score"]
         assert digest(root / "source") == before, f"{name}: the kit's source changed"
         print(f"{name}: {res['score']} / {sum(t['max_score'] for t in res['tests'])}")
+
     def fake(sub):
         kit.make(sub)
         path, main = os.path.join(sub, "grpo_vanilla.py"), 'if __name__ == "__main__":\n    args = cli(Args)'
@@ -349,5 +388,92 @@ def test_forging_attempts_score_as_blank(outcome_zip, tmp_path):
     scores["a fake outcome line and untouched weights"] = ex10[0]["score"]
     print(f"a fake outcome line and untouched weights: ex10 {ex10[0]['score']} ({ex10[0]['output']})")
     assert all(s == 0 for s in scores.values()), scores
-    assert len(scores) == (len(cases) + 1 if DROP else len(WITHOUT_DROP) + 1)
     assert "unchanged" in ex10[0]["output"]
+
+
+PROBE = """
+import os
+
+
+def probe(path):
+    try:
+        open(path).read()
+        readable = True
+    except OSError:
+        readable = False
+    return os.getuid(), readable
+"""
+
+
+def test_sandbox_as_nobody(sandbox_python, monkeypatch):
+    """the real drop at the sandbox's level: the child and a spawned program (the outcome run's path) run as
+    `nobody` with the chosen interpreter (ASSIGN_SANDBOX_PYTHON), read the graded tree, and cannot read a
+    root-only folder beside it"""
+    from assignments import outcome
+    from assignments.sandbox import PYTHON_ENV, Sandbox, hand_over
+
+    user, python = sandbox_python
+    monkeypatch.setenv(PYTHON_ENV, python)
+    assert outcome.command("out")[0] == python
+    outer = world_dir()
+    try:
+        kit_dir, work = os.path.join(outer, "kit"), os.path.join(outer, "work")
+        os.makedirs(kit_dir, mode=0o700)
+        open(os.path.join(kit_dir, "reference.py"), "w").write("SECRET = 1\n")
+        os.makedirs(os.path.join(work, "tree"))
+        open(os.path.join(work, "tree", "student.py"), "w").write(PROBE)
+        os.chmod(work, 0o711)  # as kit.grade: the account can pass through, not list
+        ids = pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid
+        hand_over(os.path.join(work, "tree"), ids)
+        box = Sandbox(os.path.join(work, "tree"), user=user, scratch=os.path.join(work, "scratch"))
+        try:
+            uid, readable = box.module("student").probe(os.path.join(kit_dir, "reference.py"))
+            assert uid == ids[0] and not readable
+            code, out = box.spawn([python, "-c", "import os, torch; print('uid', os.getuid())"], timeout=120)
+            assert code == 0 and f"uid {ids[0]}" in out, out
+        finally:
+            box.close()
+    finally:
+        shutil.rmtree(outer, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ex01_zip(tmp_path_factory):
+    return build_zip(tmp_path_factory.mktemp("zip3") / "autograder.zip", "--only", "01")
+
+
+@pytest.mark.slow
+def test_forging_as_sandbox_user(ex01_zip, sandbox_python):
+    """the graded code runs as `nobody` (a real privilege drop): the reference tree's ex01 scores full marks (the
+    account can run the interpreter and read the graded tree); the forging prelude, a student function that loads
+    the reference implementation from the kit's source and one that deletes the kit's files each score what the
+    blank tree scores (0), and the kit, its source folder and its results folder stay root's only and intact. The
+    layout lives in a folder every account can enter, like /autograder, so only run_autograder's locks protect it."""
+    outer = world_dir()
+    try:
+        root = os.path.join(outer, "autograder")
+        with zipfile.ZipFile(ex01_zip) as z:
+            z.extractall(os.path.join(outer, "pristine"))
+        before = digest(os.path.join(outer, "pristine"))
+        cases = {"reference tree (control)": full_tree, "blank tree": blank_fill(root),
+                 "atexit prelude rewriting the results": blank_fill(root, ATTEMPTS["atexit prelude rewriting the "
+                                                                                   "results"]),
+                 "a student function that loads the reference": blank_fill(
+                     root, ATTEMPTS["loading the reference implementation"], REFERENCE_FUNCS),
+                 "deleting kit files": blank_fill(root, ATTEMPTS["deleting kit files"])}
+        scores = {}
+        for name, fill in cases.items():
+            res, p = simulate(ex01_zip, root, fill, drop=sandbox_python)
+            validate(res)
+            scores[name] = res["score"]
+            out = res["output"] + "".join("\n" + t["output"] for t in res["tests"])
+            print(f"{name}: {res['score']} / {sum(t['max_score'] for t in res['tests'])}")
+            assert digest(os.path.join(root, "source")) == before, f"{name}: the kit's source changed"
+            for d in ("source", "results"):
+                st = os.stat(os.path.join(root, d))
+                assert st.st_uid == 0 and st.st_mode & 0o077 == 0, f"{name}: {d} is open to other accounts"
+            if name.startswith("reference"):
+                assert res["score"] == sum(t["max_score"] for t in res["tests"]) > 0, out
+        assert all(s == 0 for n, s in scores.items() if not n.startswith("reference")), scores
+    finally:
+        shutil.rmtree(outer, ignore_errors=True)

@@ -168,6 +168,27 @@ def test_sandbox_user_checks():
         sandbox_user("root")
 
 
+def test_child_python(monkeypatch, tmp_path):
+    """the child's interpreter is this one unless ASSIGN_SANDBOX_PYTHON names another; as root, an account that
+    cannot run it is refused in one line naming the variable (the real drop: test_assignments_gradescope.py)"""
+    import assignments.sandbox as sb
+
+    monkeypatch.delenv(sb.PYTHON_ENV, raising=False)
+    assert sb.child_python() == sys.executable
+    monkeypatch.setenv(sb.PYTHON_ENV, str(tmp_path / "no_python_here"))
+    assert sb.child_python() == str(tmp_path / "no_python_here")
+    if os.geteuid() != 0:
+        pytest.skip("refusing an account needs root")
+    try:
+        import pwd
+
+        pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no account `nobody`")
+    with pytest.raises(SystemExit, match=f"cannot run .*no_python_here.*set {sb.PYTHON_ENV}"):
+        sandbox_user("nobody")
+
+
 def test_privilege_drop_path(tmp_path, monkeypatch):
     """with an account, the child is started as that uid and gid with no supplementary groups, in its own session,
     with an environment of its own (stubbed account lookup and Popen: dropping needs root and an interpreter the
@@ -184,6 +205,7 @@ def test_privilege_drop_path(tmp_path, monkeypatch):
     monkeypatch.setattr(sb, "sandbox_user", lambda name: (4242, 4343))
     monkeypatch.setattr(sb, "hand_over", lambda path, ids: seen.setdefault("owned", []).append((path, ids)))
     monkeypatch.setattr(sb.subprocess, "Popen", Fake)
+    monkeypatch.setenv(sb.PYTHON_ENV, "/opt/course/python")
     box = sb.Sandbox(str(tmp_path), user="student", scratch=str(tmp_path / "s"))
     with pytest.raises(OSError, match="stop here"):
         box.start()
@@ -192,3 +214,4 @@ def test_privilege_drop_path(tmp_path, monkeypatch):
     assert seen["owned"] == [(str(tmp_path / "s"), (4242, 4343))]
     assert set(seen["env"]) >= {"HOME", "PATH"} and not any(k.startswith("ASSIGN") for k in seen["env"])
     assert seen["cmd"][1:3] == ["-I", "-c"], "the child's code comes from the grader, not from a kit file"
+    assert seen["cmd"][0] == "/opt/course/python", "ASSIGN_SANDBOX_PYTHON chooses the child's interpreter"
