@@ -40,6 +40,18 @@ def fail(msg: str, code: int = 1):
     raise SystemExit(code)
 
 
+def check_writable(folder: str, what: str) -> None:
+    """Create `folder` and write a probe file there, before any work; else fail(f"{what} (the reason)")."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        fail(f"{what} ({e.strerror or e})")
+
+
 def _write_log(text: str) -> str:
     for folder in (_state["directory"], tempfile.gettempdir()):
         if not folder:
@@ -55,7 +67,7 @@ def _write_log(text: str) -> str:
 
 
 def install(directory: str | None = None, resume: Callable[[], str] | None = None,
-            oom: Callable[[int | None], str] | None = None, interrupted: str | None = None):
+            oom: Callable[[int | None], str] | None = None, interrupted: str | Callable[[], str] | None = None):
     """Answer the errors of the module docstring in one line. directory: the program's output folder (named in disk
     errors, holds error.log); resume(): what to run to continue after a disk error; oom(bytes asked or None): the flag
     advice after an allocator error; interrupted: what to run after Ctrl-C. Calling it again updates the values."""
@@ -128,7 +140,9 @@ def describe(error: BaseException) -> str | None:
     """The one line for `error` ('' = print nothing), or None: not one of ours, keep the traceback."""
     d = _state["directory"]
     if isinstance(error, KeyboardInterrupt):
-        return "interrupted (Ctrl-C)" + (f"; {_state['interrupted']}" if _state["interrupted"] else "")
+        then = _state["interrupted"]
+        then = then() if callable(then) else then
+        return "interrupted (Ctrl-C)" + (f"; {then}" if then else "")
     if isinstance(error, OSError) and error.errno in DISK_ERRORS:
         what = f" ({error.filename})" if error.filename else ""
         then = ""

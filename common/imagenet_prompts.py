@@ -48,11 +48,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-dir", required=True, help="ImageNet-1k train/ folder with one sub-folder per synset")
     p.add_argument("--out", default="data/imagenet/train_images.txt")
     args = p.parse_args(argv)
+    from common import errors
+
+    errors.install(interrupted=f"nothing was written to {args.out}")
     try:
         counts = class_counts(args.train_dir)
         n = write_prompts(counts, args.out)
     except (OSError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        errors.fail(str(e))
     empty = [f for f, c in counts if c == 0]
     print(f"{args.out}: {n} lines, {len(counts)} classes" + (f"; {len(empty)} empty: {empty[:3]}" if empty else ""))
     if len(counts) != 1000:

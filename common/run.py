@@ -121,22 +121,17 @@ def cli(args_cls, presets: dict | None = None):
                                                                        args.seed)
     except (ImportError, FileNotFoundError, ValueError) as e:
         fail(str(e))
-    if master and not args.resume and rundir.holds_run(run_dir(args)):  # never mix two runs
-        fail(f"{run_dir(args)} already holds a run: continue it with --resume {run_dir(args)}, or start another with "
-             f"a new --exp-name, --seed or --out-dir")
-    try:  # the run directory can be written (not a file, not read-only), before any model is built
-        os.makedirs(run_dir(args), exist_ok=True)
-        probe = os.path.join(run_dir(args), f".write-test-{os.getpid()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        fail(f"--out-dir {args.out_dir}: cannot write the run directory {run_dir(args)} ({e.strerror or e})")
-    if master:  # one owner for the whole run; under torchrun, rank 0 holds the lock for its job
+    # the run directory can be written (not a file, not read-only), before any model is built
+    errors.check_writable(run_dir(args), f"--out-dir {args.out_dir}: cannot write the run directory {run_dir(args)}")
+    if master:  # one owner for the whole run (under torchrun, rank 0 holds the lock for its job); never mix two runs
         try:
-            rundir.claim(run_dir(args), parent)
+            rundir.acquire(run_dir(args))
         except RuntimeError as e:
             fail(str(e))
+        if not args.resume and rundir.holds_run(run_dir(args)):
+            fail(f"{run_dir(args)} already holds a run: continue it with --resume {run_dir(args)}, or start another "
+                 f"with a new --exp-name, --seed or --out-dir")
+        rundir.identify(run_dir(args), new=parent is not None or not args.resume, parent=parent)
     stop_on_disk_errors(run_dir(args), oom=_oom_advice(args))
     return args
 
@@ -166,7 +161,7 @@ def stop_on_disk_errors(directory: str, oom=None):
         except (FileNotFoundError, ValueError):  # no complete checkpoint yet
             return f"start again (remove {directory} first)"
 
-    errors.install(directory, resume=then, oom=oom, interrupted=f"continue with --resume {directory}")
+    errors.install(directory, resume=then, oom=oom, interrupted=then)
 
 
 class HeldOut(NamedTuple):

@@ -5,7 +5,7 @@
     run.lock    {"pid", "host", "started"}: taken when the run starts (O_EXCL), held until it ends. A second writer
                 stops in one line naming the holder; a lock left by a dead process of this host is taken over with a
                 message; one of another host is never taken over (its process cannot be checked from here).
-    run.json    {"id", "parent"}: the run's identity, written once. Its checkpoints record the id, so pruning and
+    run.json    {"id", "parent"}: the run's identity, kept by a continued run. Its checkpoints record the id, so pruning and
                 `latest` consider only checkpoints this run wrote; "parent" names the checkpoint a fork started from.
 
 --exp-name is one path component, so a run directory is always directly under --out-dir. `resume_target` decides
@@ -31,14 +31,15 @@ def name_problem(exp_name: str) -> str:
     """'' when --exp-name is one path component; otherwise one line saying why not."""
     seps = {os.sep, os.altsep or os.sep, "/"}
     if not exp_name or exp_name in (".", "..") or any(s in exp_name for s in seps) or "\0" in exp_name:
-        return (f"--exp-name {exp_name!r}: must be one path component (letters, digits, '-', '_', '.'; no '/' and "
-                f"not '.' or '..'): the run directory is <out-dir>/<exp-name>_s<seed>")
+        return (f"--exp-name {exp_name!r}: must be one path component (no '/', not '.' or '..'): the run directory "
+                f"is <out-dir>/<exp-name>_s<seed>")
     return ""
 
 
 def holds_run(directory: str) -> bool:
-    """Whether `directory` holds (or held) a run: its metrics, checkpoints or identity."""
-    return any(os.path.exists(os.path.join(directory, f)) for f in ("metrics.jsonl", "checkpoints", RUN_INFO))
+    """Whether `directory` holds a run: its metrics or checkpoints (a run that failed before its first step, leaving
+    only run.json, may be started again)."""
+    return any(os.path.exists(os.path.join(directory, f)) for f in ("metrics.jsonl", "checkpoints"))
 
 
 def given(flag: str, argv: list[str] | None = None) -> bool:
@@ -150,20 +151,14 @@ def release() -> None:
                 pass
 
 
-def claim(directory: str, parent: str | None = None) -> str:
-    """Lock `directory` and give it an identity (run.json, written once: a continued run keeps its id).
-    -> the run's id."""
-    acquire(directory)
-    return ensure_identity(directory, parent)
-
-
-def ensure_identity(directory: str, parent: str | None = None) -> str:
+def identify(directory: str, new: bool, parent: str | None = None) -> str:
+    """Give `directory` (locked by this process) its identity, run.json: a new one for a fresh run or a fork
+    (new=True), the one it has for a continued run. -> the run's id."""
     path = os.path.join(directory, RUN_INFO)
-    if not os.path.isfile(path):
-        info = {"id": uuid.uuid4().hex, "parent": parent}
+    if new or not os.path.isfile(path):
         tmp = f"{path}.tmp{os.getpid()}"
         with open(tmp, "w") as f:
-            json.dump(info, f, indent=1)
+            json.dump({"id": uuid.uuid4().hex, "parent": parent}, f, indent=1)
         os.replace(tmp, path)
     return run_id(directory)
 
