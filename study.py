@@ -29,7 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from common import errors
+from common import errors, rundir
 from common.cli import parse
 from common.errors import fail
 from common.geneval import TAGS
@@ -136,7 +136,7 @@ def launch(args: Args, config: str, cmd: list[str], seed: int) -> tuple[str, int
     status "done", "interrupted at step k of N" (stopped by a signal: the next call resumes it) or "failed (...)"."""
     directory = run_dir(args, config, seed)
     resume = ["--resume", directory] if os.path.isdir(os.path.join(directory, "checkpoints")) else []
-    if not resume and os.path.isdir(directory):  # started but never checkpointed: start again
+    if not resume and os.path.isdir(directory) and not rundir.live_holder(directory):  # never checkpointed: again
         shutil.rmtree(directory)
     full = [sys.executable, *cmd, "--seed", str(seed), "--exp-name", config, "--out-dir",
             os.path.join(args.runs, args.study), "--save-every", "25", *resume]

@@ -28,16 +28,15 @@ DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 _state: dict = {"directory": None, "resume": None, "oom": None, "interrupted": None}
 
 
-def fail(msg: str, code: int = 1):
-    """Stop with one line on stderr, `error: <first line of msg>`, and exit status `code` (see the module docstring)."""
+def fail(msg: str):
+    """Stop with one line on stderr, `error: <first line of msg>`, and exit status 1 (see the module docstring). The
+    line is printed as the interpreter exits (SystemExit), after progress bars have closed."""
     msg = str(msg).strip() or "failed"
     first, _, rest = msg.partition("\n")
     if rest.strip():
         where = _write_log(msg)
         first = f"{first.rstrip()} (full message: {where})" if where else first
-    print(f"error: {first}", file=sys.stderr)
-    sys.stderr.flush()
-    raise SystemExit(code)
+    raise SystemExit(f"error: {first}")
 
 
 def check_writable(folder: str, what: str) -> None:

@@ -139,6 +139,17 @@ def acquire(directory: str) -> None:
     raise RuntimeError(f"cannot take the lock {path}: other processes keep taking it")
 
 
+def live_holder(directory: str) -> dict | None:
+    """The holder of `directory`'s lock when it may be running (this host's live process, or another host's), else
+    None (no lock, or a stale one)."""
+    holder = _read_lock(os.path.join(directory, LOCK))
+    if holder is None:
+        return None
+    if holder.get("host") == socket.gethostname() and holder["pid"] >= 0 and not _pid_alive(holder["pid"]):
+        return None
+    return holder
+
+
 def release() -> None:
     """Remove the locks this process holds (only while they still name this process)."""
     while _held:
