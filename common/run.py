@@ -2,8 +2,9 @@
 
 `cli(Args, PRESETS)`, before anything is built: a --preset's values become the defaults (explicit flags still win);
 every field must be in its range (RANGES), the model known, wandb installed for --track; a fresh run never writes
-into an existing run directory and --resume must name a complete checkpoint of the same experiment. Bad input ends
-in one line on stderr (`fail`), exit status 1.
+into an existing run directory, --resume must name a complete checkpoint of the same experiment and inputs, and the
+run directory has one owner (its lock, common/rundir.py). Bad input ends in one line on stderr (`fail`,
+common/errors.py), exit status 1.
 
 `Run(...)`, built on every rank once the policy, its optimizer and LR scheduler exist: resumes (weights, optimizer,
 scheduler, RNG states, step, prompt order) or starts; deals out each step's prompts; logs metrics averaged over the
@@ -32,8 +33,6 @@ from common.errors import fail
 from common.models import MODELS
 from common.prompts import load_prompts
 from common.utils import Logger, import_wandb, make_generator, save_image_grid
-
-
 
 
 def _num(x) -> bool:
