@@ -5,8 +5,8 @@ toy.train, common.coco_prompts and common.imagenet_prompts.
 - Ctrl-C (KeyboardInterrupt) outside the training loop: `error: interrupted (Ctrl-C)` and what to run next;
 - a disk error in any writer (full disk, quota, read-only volume, I/O error): the file and how to continue;
 - an allocator error (CPU or CUDA out of memory): how much was asked for and available, and the flag to change;
-- under torchrun, a peer's collective error after another rank failed (gloo/NCCL "connection closed"): nothing,
-  since the failing rank has already printed its one line.
+- under torchrun, a peer's collective error after another rank failed (gloo/NCCL "connection closed"): one short
+  line saying so, no traceback (the failing rank has printed the line that matters).
 Every other exception keeps its traceback: it is a bug to report.
 
 `fail(msg)` stops with `error: <first line>`, exit status 1; a message of several lines (a library's error) is
@@ -79,8 +79,7 @@ def install(directory: str | None = None, resume: Callable[[], str] | None = Non
         line = describe(error)
         if line is None:
             return previous(kind, error, tb)
-        if line:
-            sys.stderr.write(f"error: {line}\n")
+        sys.stderr.write(f"error: {line}\n")
 
     hook._one_line = True
     sys.excepthook = hook
@@ -136,7 +135,7 @@ def _peer_failed(error: BaseException) -> bool:
 
 
 def describe(error: BaseException) -> str | None:
-    """The one line for `error` ('' = print nothing), or None: not one of ours, keep the traceback."""
+    """The one line for `error`, or None: not one of ours, keep the traceback."""
     d = _state["directory"]
     if isinstance(error, KeyboardInterrupt):
         then = _state["interrupted"]
@@ -157,6 +156,7 @@ def describe(error: BaseException) -> str | None:
         size = (f": tried to allocate {_gib(asked)}" if asked else "") + (f", {_gib(free)} available" if free else "")
         advice = _state["oom"](asked) if _state["oom"] is not None else "use smaller batches"
         return f"out of memory{size}; {advice}"
-    if _peer_failed(error):
-        return ""
+    if _peer_failed(error):  # short: the rank that failed first has printed the line that matters
+        return (f"rank {os.environ.get('RANK', '?')} stopped with its job: a collective failed, most likely because "
+                f"another rank ended (its error is above): {str(error).splitlines()[0][:120]}")
     return None
