@@ -88,6 +88,8 @@ class Args:
     """keep the newest K checkpoints"""
     resume: str = ""
     """continue from a checkpoint: a checkpoints/step_* directory, its checkpoints/ parent or the run directory"""
+    allow_changed_prompts: bool = False
+    """--resume even though the training prompt file changed since the checkpoint (its content hash differs)"""
     # Model and data
     model: str = "toy"
     """backend name ('toy' = shipped ShapeWorld model, 'tiny' = random test model) or a weights directory"""

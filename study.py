@@ -7,8 +7,10 @@
 
 Every run is an ordinary command, `python <script> <flags> --seed S --exp-name <config> --out-dir <runs>/<study>`,
 with OMP_NUM_THREADS=1, so the study is as reproducible as its runs (RL on the toy is chaotic: the same seed gives
-different figures on another CPU or thread count; compare seeds, not single runs). A finished run (its metrics hold
-the last step) is skipped; an interrupted one continues from its newest checkpoint (--resume). The report goes to
+different figures on another CPU or thread count; compare seeds, not single runs). A finished run (its newest
+checkpoint completed the last step) is skipped; one stopped by a signal (it saves and exits 0, as schedulers expect)
+is reported as interrupted, and the next call continues it from its newest checkpoint (--resume). A run that fails
+is named in one line at the end, after the report of the finished ones (exit status 1). The report goes to
 docs/results/<study>/: README.md (the table: held-out strict GenEval before, after and at its peak, per tag, the
 toy's image quality before and after, KL and entropy over the last 25 steps, wall time and step time; mean ±
 standard error over seeds with n), curves.png (training reward, KL, entropy, the held-out score and image quality
@@ -27,7 +29,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from common import errors, rundir
 from common.cli import parse
+from common.errors import fail
 from common.geneval import TAGS
 
 
@@ -113,15 +117,28 @@ def num_steps(cmd: list[str]) -> int:
     return int(cmd[cmd.index("--num-steps") + 1]) if "--num-steps" in cmd else 100
 
 
+def completed_steps(directory: str) -> int:
+    """The steps a run completed: the step of its newest complete checkpoint (0 when none). A run stopped by a signal
+    saves and exits 0, as schedulers expect, so only this tells it from a finished one."""
+    from common import checkpoint
+
+    try:
+        with open(os.path.join(checkpoint.resolve(directory), "state.json")) as f:
+            return int(json.load(f).get("step", 0))
+    except (FileNotFoundError, ValueError, OSError):
+        return 0
+
+
 def finished(directory: str, steps: int) -> bool:
-    return finished_rows(read_rows(os.path.join(directory, "metrics.jsonl")), steps)
+    return completed_steps(directory) >= steps
 
 
-def launch(args: Args, config: str, cmd: list[str], seed: int) -> tuple[str, int, float]:
-    """One run to completion (continuing an interrupted one). -> (config, seed, wall seconds of this launch)."""
+def launch(args: Args, config: str, cmd: list[str], seed: int) -> tuple[str, int, float, str]:
+    """One run to completion (continuing an interrupted one). -> (config, seed, wall seconds of this launch, status):
+    status "done", "interrupted at step k of N" (stopped by a signal: the next call resumes it) or "failed (...)"."""
     directory = run_dir(args, config, seed)
     resume = ["--resume", directory] if os.path.isdir(os.path.join(directory, "checkpoints")) else []
-    if not resume and os.path.isdir(directory):  # started but never checkpointed: start again
+    if not resume and os.path.isdir(directory) and not rundir.live_holder(directory):  # never checkpointed: again
         shutil.rmtree(directory)
     full = [sys.executable, *cmd, "--seed", str(seed), "--exp-name", config, "--out-dir",
             os.path.join(args.runs, args.study), "--save-every", "25", *resume]
@@ -131,10 +148,11 @@ def launch(args: Args, config: str, cmd: list[str], seed: int) -> tuple[str, int
         p = subprocess.run(full, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
     wall = time.time() - t0
     if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(full)} failed (exit {p.returncode}); see {directory}/stdout.log")
+        return config, seed, wall, f"failed (exit {p.returncode}; see {directory}/stdout.log)"
     with open(os.path.join(directory, "wall.json"), "a") as f:  # one line per launch: a resumed run adds up
         f.write(json.dumps({"wall_s": wall}) + "\n")
-    return config, seed, wall
+    done, steps = completed_steps(directory), num_steps(cmd)
+    return config, seed, wall, "done" if done >= steps else f"interrupted at step {done} of {steps}"
 
 
 def mean_se(xs: list[float]) -> tuple[float, float]:
@@ -189,6 +207,12 @@ def report(args: Args, study: Study, seeds: int):
         lines.append(f"| `{c}` | {fmt(before)} | {fmt(after)} | {fmt(change)} | {fmt(peak)} | " + " | ".join(per_tag) +
                      f" | {fmt(late(rs, 'losses/kl'))} | {fmt(late(rs, 'losses/entropy'), 2)} | {fmt(walls, 1)} |"
                      f" {fmt(step_s, 2)} |")
+    unfinished = [f"`{c}` seed {s} (step {completed_steps(run_dir(args, c, s))} of {num_steps(cmd)})"
+                  for c, cmd in study.configs.items() for s in range(seeds)
+                  if not finished(run_dir(args, c, s), num_steps(cmd))]
+    if unfinished:
+        lines += ["", f"Not finished, so not in the table (`python study.py --study {args.study}` continues them): "
+                      + ", ".join(unfinished) + "."]
     lines += ["", "Commands (seed S): " + "; ".join(f"`{c}`: `python {' '.join(cmd)} --seed S`"
                                                   for c, cmd in study.configs.items()), ""]
     with open(os.path.join(out, "README.md"), "w") as f:
@@ -286,10 +310,11 @@ if __name__ == "__main__":
     studies = "\n".join(f"  {name} ({len(st.configs)} configurations x {st.seeds} seeds): {st.doc}"
                         for name, st in STUDIES.items())
     args = parse(Args, description=__doc__.split("\n\n")[0] + "\n\nStudies:\n" + studies)
+    errors.install(interrupted="run the same command again: finished runs are kept, interrupted ones resume")
     if args.study not in STUDIES:
-        sys.exit(f"error: --study {args.study!r}: unknown; known: {', '.join(STUDIES)}")
+        fail(f"--study {args.study!r}: unknown; known: {', '.join(STUDIES)}")
     if args.jobs < 1 or args.seeds < 0:
-        sys.exit("error: --jobs must be >= 1 and --seeds >= 0")
+        fail("--jobs must be >= 1 and --seeds >= 0")
     study = STUDIES[args.study]
     seeds = args.seeds or study.seeds
     todo = [(c, cmd, s) for s in range(seeds) for c, cmd in study.configs.items()
@@ -299,8 +324,16 @@ if __name__ == "__main__":
     if not args.report_only and todo:
         print(f"study {args.study}: {len(todo)} of {len(study.configs) * seeds} runs to do, {args.jobs} at a time")
         t0 = time.time()
+        unfinished = []
         with ThreadPoolExecutor(args.jobs) as pool:
-            for config, seed, wall in pool.map(lambda t: launch(args, *t), todo):
-                print(f"done {config} seed {seed} ({wall / 60:.1f} min)", flush=True)
+            for config, seed, wall, status in pool.map(lambda t: launch(args, *t), todo):
+                print(f"{status} {config} seed {seed} ({wall / 60:.1f} min)", flush=True)
+                if status != "done":
+                    unfinished.append(f"{config} seed {seed}: {status}")
         print(f"study {args.study}: {len(todo)} runs in {(time.time() - t0) / 60:.1f} min of wall time")
-    report(args, study, seeds)
+        report(args, study, seeds)
+        if unfinished:  # interrupted runs resume, failed ones start again, on the next call
+            fail(f"{len(unfinished)} of {len(todo)} runs did not finish ({'; '.join(unfinished)}); the report holds "
+                 f"the finished ones; run the same command again to continue the rest")
+    else:
+        report(args, study, seeds)

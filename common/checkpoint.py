@@ -7,12 +7,18 @@ Layout of a run directory:
                                                  configuration in the file's metadata
     checkpoints/step_000100/optimizer.pt         full optimizer state (of the trainable parameters), keyed by name
     checkpoints/step_000100/trainer.pt           step, LR scheduler, prompt order, RNG states of every rank
-    checkpoints/step_000100/state.json           step, arguments and metrics, for humans
+    checkpoints/step_000100/state.json           step, arguments, metrics, the run's id and what it read
     checkpoints/latest                           the name of the newest COMPLETE step directory
 
 A checkpoint is written into `step_000100.tmp-<pid>/` and renamed into place only when every file is
 on disk; `latest` is then replaced atomically. A run killed while saving leaves at worst a `.tmp-*`
-directory, never a corrupt `latest`. Only the newest `keep_last` step directories are kept.
+directory, never a corrupt `latest`. Only the newest `keep_last` step directories are kept; pruning counts only
+complete checkpoints this run wrote (state.json's run_id, common/rundir.py), never a directory merely named step_*.
+
+state.json's "inputs" records what the run read: a content hash of the training prompt file, the identity of the
+reward (a user module's source hash) and of the model (a weights directory's files). A resume whose files changed
+stops in one line naming what changed (--allow-changed-prompts accepts a changed prompt file). Non-finite weights
+are refused when a checkpoint is read (`finite_or_raise`).
 
 Saving and loading are collective under torch.distributed (FSDP2 gathers the shards): call them on
 every rank. Rank 0 writes; every rank reads (a shared filesystem, as torchrun jobs usually have).
@@ -20,9 +26,12 @@ every rank. Rank 0 writes; every rank reads (a shared filesystem, as torchrun jo
 from __future__ import annotations
 
 import errno
+import hashlib
+import importlib.util
 import json
 import os
 import random
+import re
 import shutil
 import sys
 
@@ -39,6 +48,8 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from common.lora import has_lora, lora_meta
+from common.prompts import unique_keys
+from common.rundir import run_id
 from common.utils import state_dict_mismatch, write_atomic, load_safetensors, save_safetensors
 
 FILES = ("policy.safetensors", "optimizer.pt", "trainer.pt", "state.json")
@@ -107,7 +118,8 @@ def save(root: str, step: int, policy: torch.nn.Module, optimizer, scheduler, tr
                         "scheduler": scheduler.state_dict() if scheduler is not None else None},
                        os.path.join(tmp, "trainer.pt"))
             info = {"step": step, "script": os.path.basename(sys.argv[0]), "args": dict(vars(args)),
-                    "metrics": metrics or {}}
+                    "metrics": metrics or {}, "run_id": run_id(os.path.dirname(os.path.abspath(root))),
+                    "inputs": inputs(args)}
             with open(os.path.join(tmp, "state.json"), "w") as f:
                 json.dump(info, f, indent=1, default=str)
         except (OSError, RuntimeError, SafetensorError) as e:  # a full disk (torch.save: "unexpected pos"): free it
@@ -133,23 +145,116 @@ def _write_text(path: str, text: str):
         f.write(text)
 
 
+def _own(root: str, name: str, rid) -> bool:
+    """A complete checkpoint written by the run `rid` (the id in its state.json)."""
+    path = os.path.join(root, name)
+    if not (re.fullmatch(r"step_\d{6,}", name) and _complete(path)):
+        return False
+    try:
+        with open(os.path.join(path, "state.json")) as f:
+            return json.load(f).get("run_id") == rid
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _prune(root: str, keep_last: int, keep: str):
-    """Remove all but the newest keep_last complete checkpoints, and leftovers of interrupted saves."""
+    """Remove all but the newest keep_last complete checkpoints this run wrote (the run of `keep`), and leftovers
+    of its interrupted saves. Anything else in root (another run's checkpoint, an export named step_*) is left."""
     entries = sorted(os.listdir(root))
-    done = [e for e in entries if e.startswith("step_") and "." not in e]
+    rid = run_id(os.path.dirname(os.path.abspath(root)))
+    done = [e for e in entries if _own(root, e, rid)]
     for e in done[: max(len(done) - keep_last, 0)]:
         if e != keep:
             shutil.rmtree(os.path.join(root, e), ignore_errors=True)
     for e in entries:
-        if (".tmp-" in e or ".old-" in e) and not e.endswith(f"-{os.getpid()}"):
+        if re.fullmatch(r"step_\d{6,}\.(tmp|old)-\d+", e) and not e.endswith(f"-{os.getpid()}"):
             shutil.rmtree(os.path.join(root, e), ignore_errors=True)
+
+
+# -- what the run read: prompt files, reward, model -------------------------------------------------------------
+def file_hash(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dir_identity(path: str) -> str:
+    """A weights directory: the names and sizes of its files, and the content of its small ones (configs)."""
+    h = hashlib.sha256()
+    for base, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(base, name)
+            size = os.path.getsize(full)
+            h.update(f"{os.path.relpath(full, path)}:{size}\n".encode())
+            if size < 1 << 20:
+                h.update(file_hash(full).encode())
+    return h.hexdigest()
+
+
+def _reward_specs(args) -> list[str]:
+    specs = []
+    for k, v in vars(args).items():
+        if "reward" in k:
+            specs += [x for x in ([v] if isinstance(v, str) else v if isinstance(v, (list, tuple)) else [])
+                      if isinstance(x, str) and ":" in x]
+    return specs
+
+
+def inputs(args) -> dict:
+    """{"prompts": {path: sha256}, "reward": {module: sha256 of its source}, "model": identity} of `args`."""
+    out: dict = {"prompts": {}, "reward": {}, "model": getattr(args, "model", None)}
+    for k, v in vars(args).items():  # the training prompt files (eval_prompts may change on resume)
+        if k.endswith("prompts") and k not in RESUMABLE_CHANGES and isinstance(v, str) and os.path.isfile(v):
+            out["prompts"][v] = file_hash(v)
+    for spec in _reward_specs(args):
+        module = spec.split(":")[0]
+        try:
+            origin = importlib.util.find_spec(module).origin
+        except (ImportError, AttributeError, ValueError):
+            origin = None
+        if origin and os.path.isfile(origin):
+            out["reward"][module] = file_hash(origin)
+    model = getattr(args, "model", None)
+    if isinstance(model, str) and os.path.isdir(model):
+        out["model"] = {model: dir_identity(model)}
+    return out
+
+
+def check_inputs(path: str, saved: dict, args) -> None:
+    """ValueError in one line when a file the checkpoint's run read has changed since (see the module docstring)."""
+    now = inputs(args)
+    for file, digest in (saved.get("prompts") or {}).items():
+        if now["prompts"].get(file, digest) != digest and not getattr(args, "allow_changed_prompts", False):
+            raise ValueError(f"--resume {path}: the prompt file {file} changed since the checkpoint (sha256 "
+                             f"{digest[:12]} then, {now['prompts'][file][:12]} now); restore it, or pass "
+                             f"--allow-changed-prompts to train on the new content")
+    for module, digest in (saved.get("reward") or {}).items():
+        if now["reward"].get(module, digest) != digest:
+            raise ValueError(f"--resume {path}: the reward module {module} changed since the checkpoint (sha256 "
+                             f"{digest[:12]} then, {now['reward'][module][:12]} now); restore it, or start a new run")
+    if isinstance(saved.get("model"), dict) and isinstance(now["model"], dict) and saved["model"] != now["model"]:
+        raise ValueError(f"--resume {path}: the model directory {getattr(args, 'model', '')} changed since the "
+                         f"checkpoint (its files differ); restore it, or start a new run")
+
+
+def finite_or_raise(sd: dict, source: str) -> None:
+    """ValueError in one line when a state dict holds NaN or infinite values (a diverged run's weights)."""
+    for k, v in sd.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            raise ValueError(f"{source} holds non-finite weights ({bad} of {v.numel()} values of {k} are NaN or "
+                             f"inf): the run diverged before this checkpoint; use an earlier one")
 
 
 # Arguments a resumed run may change: they do not change the experiment (its length, cadence, logging, evaluation,
 # memory layout). Any other difference is refused, naming the field.
-RESUMABLE_CHANGES = {"num_steps", "save_every", "keep_last", "resume", "image_every", "out_dir", "exp_name", "device",
-                     "eval_samples", "eval_prompts", "eval_detector", "sample_chunk", "micro_batch_size",
-                     "activation_checkpointing", "dist", "track", "wandb_project"}
+RESUMABLE_CHANGES = {"num_steps", "save_every", "keep_last", "resume", "allow_changed_prompts", "image_every",
+                     "out_dir", "exp_name", "device", "eval_samples", "eval_prompts", "eval_detector", "eval_every",
+                     "stop_on_flat", "sample_chunk", "micro_batch_size", "activation_checkpointing", "dist",
+                     "cpu_offload", "reward_device", "track", "wandb_project"}
 
 
 def _complete(path: str) -> bool:
@@ -182,7 +287,7 @@ def resolve(path: str, args=None) -> str:
 def check_resume_args(path: str, args) -> None:
     """ValueError in one line when `args` would change the experiment saved at `path`."""
     with open(os.path.join(path, "state.json")) as f:
-        info = json.load(f)
+        info = json.load(f, object_pairs_hook=unique_keys)
     saved, now = info.get("args", {}), json.loads(json.dumps(dict(vars(args)), default=str))
     script = os.path.basename(sys.argv[0])
     if info.get("script", script) != script or set(saved) - RESUMABLE_CHANGES != set(now) - RESUMABLE_CHANGES:
@@ -191,6 +296,7 @@ def check_resume_args(path: str, args) -> None:
         if saved[k] != now[k]:
             raise ValueError(f"--resume {path}: the checkpoint was trained with --{k.replace('_', '-')} {saved[k]!r}, "
                              f"this run asks for {now[k]!r}; resume with the same value (or start a new run)")
+    check_inputs(path, info.get("inputs") or {}, args)
 
 
 def _torch_load(path: str):
@@ -208,6 +314,7 @@ def load(path: str, policy: torch.nn.Module, optimizer, scheduler) -> dict:
     _reshard(policy)
     lora = has_lora(policy)
     sd = load_safetensors(os.path.join(path, "policy.safetensors"))
+    finite_or_raise(sd, os.path.join(path, "policy.safetensors"))
     adapters = get_model_state_dict(policy, options=StateDictOptions(ignore_frozen_params=True)) if lora else {}
     if lora and (mismatch := state_dict_mismatch(adapters, sd)):
         raise ValueError(f"{path}: its adapters do not fit this run's LoRA policy: {mismatch}")

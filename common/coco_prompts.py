@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 import numpy as np
 
@@ -144,8 +143,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--exclude", nargs="*", default=[], help="prompt files whose prompts must not appear")
     p.add_argument("--out", default="data/coco/train.jsonl")
     args = p.parse_args(argv)
+    from common import errors
     from common.prompts import load_prompts
     from common.utils import write_atomic
+
+    errors.install(interrupted=f"nothing was written to {args.out}")
 
     try:
         if args.n < 1 or args.max_count < 2:
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
 
         write_atomic(args.out, write)
     except (ValueError, OSError) as e:
-        sys.exit(f"error: {e}")
+        errors.fail(str(e))
     counts = {t: sum(r["tag"] == t for r in rows) for t in TAGS}
     print(f"wrote {len(rows)} rows to {args.out}: " + ", ".join(f"{t} {c}" for t, c in counts.items()))
 

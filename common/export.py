@@ -44,8 +44,7 @@ from collections import Counter
 
 import torch
 
-from common import checkpoint
-from common import lora
+from common import checkpoint, errors, lora
 from common.llamagen import CLASS_NAMES_FILE, LLAMAGEN_CHECKPOINTS, LLAMAGEN_DEFAULT_DIR, LLAMAGEN_DIR_ENV, T5_DIR
 from common.models import LlamaGenC2I, LlamaGenT2I, load_model
 from common.utils import load_safetensors, seed_everything, state_dict_mismatch
@@ -82,6 +81,7 @@ def read_checkpoint(path: str) -> tuple[str, dict, dict[str, torch.Tensor]]:
         raise
     except Exception as e:  # safetensors raises its own error type on a damaged file
         raise ValueError(f"cannot read {policy_path}: {e}") from None
+    checkpoint.finite_or_raise(sd, policy_path)  # a diverged run's weights: nothing to evaluate or export
     return step_dir, info, (AdapterStateDict(sd, meta) if meta else sd)
 
 
@@ -334,6 +334,7 @@ def main(argv: list[str] | None = None):
                         "symbolic link where impossible), symbolic links or copies (default: link)")
     p.add_argument("--force", action="store_true", help="replace an existing non-empty --out")
     args = p.parse_args(argv)
+    errors.install(interrupted=f"nothing was written to {args.out}")
     try:
         lines = export(args.checkpoint, args.out, args.dtype, model=args.model, force=args.force, frozen=args.frozen)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError) as e:

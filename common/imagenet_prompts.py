@@ -72,11 +72,14 @@ def main(argv: list[str] | None = None) -> None:
     src.add_argument("--devkit-meta", help="the ILSVRC2012 devkit's data/meta.mat (its num_train_images per class)")
     p.add_argument("--out", default="data/imagenet/train_images.txt")
     args = p.parse_args(argv)
+    from common import errors
+
+    errors.install(interrupted=f"nothing was written to {args.out}")
     try:
         counts = class_counts(args.train_dir) if args.train_dir else devkit_counts(args.devkit_meta)
         n = write_prompts(counts, args.out)
     except (OSError, ValueError) as e:
-        sys.exit(f"error: {e}")
+        errors.fail(str(e))
     empty = [f for f, c in counts if c == 0]
     print(f"{args.out}: {n} lines, {len(counts)} classes" + (f"; {len(empty)} empty: {empty[:3]}" if empty else ""))
     if len(counts) != 1000:

@@ -19,6 +19,8 @@ encoder and its aligner, the VQ model, generation_embeddings, generation_aligner
 """
 from __future__ import annotations
 
+import inspect
+
 import json
 import os
 
@@ -52,6 +54,9 @@ class JanusPolicy(nn.Module):
         self.generation_aligner = inner.generation_aligner.requires_grad_(False)  # C -> D
         self.generation_head = inner.generation_head.requires_grad_(False)  # D -> V
         self.cache_implementation = "dynamic"  # or "static" (preallocated, as generate uses)
+        # the KV cache argument and output field: `cache` since transformers deprecated `past_key_values` (removal: 5.40)
+        self.cache_arg = "cache" if "cache" in inspect.signature(self.language_model.forward).parameters \
+            else "past_key_values"
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -64,9 +69,9 @@ class JanusPolicy(nn.Module):
 
     def _lm(self, embeds, mask, cache=None):
         """(B, S, D) embeddings, (B, past+S) mask -> (B, S, D) last hidden states, cache."""
-        out = self.language_model(inputs_embeds=embeds, attention_mask=mask, past_key_values=cache,
-                                  use_cache=cache is not None)
-        return out.last_hidden_state, out.past_key_values
+        out = self.language_model(inputs_embeds=embeds, attention_mask=mask, use_cache=cache is not None,
+                                  **{self.cache_arg: cache})
+        return out.last_hidden_state, getattr(out, self.cache_arg)
 
     def forward(self, cond: dict, tokens: torch.Tensor) -> torch.Tensor:
         """Teacher forcing in one pass: tokens (B, n) -> logits (B, n+1, V) predicting x_0 .. x_n."""

@@ -229,9 +229,10 @@ def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
         cfg_path = os.path.join(path, "config.json")
         if not os.path.exists(cfg_path):
             raise FileNotFoundError(
-                f"no model weights at {path}: for 'toy' run `python -m toy.train` to regenerate them"
+                f"no model weights at {path}: for 'toy' run `python -m toy.train --out-dir weights/shapeworld` to "
+                f"regenerate them"
             )
-        from common.utils import load_safetensors
+        from common.utils import load_safetensors, state_dict_mismatch
 
         try:
             with open(cfg_path) as f:
@@ -242,7 +243,11 @@ def load_model(name: str, device: str | torch.device = "cpu", dtype: torch.dtype
             if mod is bk.policy and policy_on_meta:  # read later, each rank its shard
                 bk.weights = toy_weights(os.path.join(path, "gpt.safetensors"), bk.policy)
                 continue
-            mod.load_state_dict(load_safetensors(os.path.join(path, f"{file}.safetensors")), strict=True)
+            sd = load_safetensors(os.path.join(path, f"{file}.safetensors"))
+            if mismatch := state_dict_mismatch(mod.state_dict(), sd):  # one line, not torch's line per key
+                raise ValueError(f"{path}/{file}.safetensors does not fit {cfg_path}: {mismatch} (do the config and "
+                                 f"the weights belong together?)")
+            mod.load_state_dict(sd, strict=True)
     else:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)} or a directory with config.json")
     for m in (bk.vq, bk.text) if bk.weights is not None else (bk.policy, bk.vq, bk.text):

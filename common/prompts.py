@@ -53,6 +53,16 @@ SOURCES = {  # files the presets name -> where the release keeps them (download 
 }
 
 
+def unique_keys(pairs: list[tuple]) -> dict:
+    """json's object_pairs_hook that refuses an object with a key twice (json keeps the last one silently)."""
+    seen = {}
+    for k, v in pairs:
+        if k in seen:
+            raise ValueError(f"duplicate key {k!r} in one JSON object")
+        seen[k] = v
+    return seen
+
+
 def _row(obj, where: str) -> dict:
     if isinstance(obj, str):
         obj = {"prompt": obj}
@@ -82,9 +92,11 @@ def _json_lines(path: str, lines) -> list[dict]:
         if not line:
             continue
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, object_pairs_hook=unique_keys)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+        except ValueError as e:  # a key twice: which value was meant?
+            raise ValueError(f"{path}:{lineno}: {e}") from None
         rows.append(_row(obj, f"{path}:{lineno}"))
         where.append(f"{path}:{lineno}")
     rows.where = where
@@ -107,9 +119,11 @@ def load_prompts(path: str) -> list[dict]:
         rows.where = [f"{path}:{n}" for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     elif ext == ".json" and text.lstrip().startswith("["):
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=unique_keys)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
         rows = Prompts(_row(obj, f"{path}: item {i}") for i, obj in enumerate(data))
         rows.where = [f"{path}: item {i}" for i in range(len(data))]
     else:

@@ -2,8 +2,9 @@
 
 `cli(Args, PRESETS)`, before anything is built: a --preset's values become the defaults (explicit flags still win);
 every field must be in its range (RANGES), the model known, wandb installed for --track; a fresh run never writes
-into an existing run directory and --resume must name a complete checkpoint of the same experiment. Bad input ends
-in one line on stderr (`fail`), exit status 1.
+into an existing run directory, --resume must name a complete checkpoint of the same experiment and inputs, and the
+run directory has one owner (its lock, common/rundir.py). Bad input ends in one line on stderr (`fail`,
+common/errors.py), exit status 1.
 
 `Run(...)`, built on every rank once the policy, its optimizer and LR scheduler exist: resumes (weights, optimizer,
 scheduler, RNG states, step, prompt order) or starts; deals out each step's prompts; logs metrics averaged over the
@@ -13,7 +14,6 @@ training; checks that DDP kept the ranks' parameters identical.
 """
 from __future__ import annotations
 
-import errno
 import math
 import os
 import resource
@@ -26,18 +26,14 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from common import checkpoint, evaluation
+from common import checkpoint, errors, evaluation, rundir
 from common.cli import parse
 from common.distributed import gathered
 from common.convert_janus import deepseek_layout_message, is_deepseek_janus_dir
+from common.errors import fail
 from common.models import MODELS
 from common.prompts import load_prompts
 from common.utils import Logger, import_wandb, make_generator, save_image_grid
-
-
-def fail(msg: str):
-    """Stop with one line on stderr, `error: msg`, and exit status 1."""
-    sys.exit(f"error: {msg}")
 
 
 def _num(x) -> bool:
@@ -131,15 +127,18 @@ PRESET_DEFAULTS = {"stop_on_flat": 20}
 
 def cli(args_cls, presets: dict | None = None):
     """The command line parsed into `args_cls` and checked (see the module docstring); fails in one line.
-    args.resume comes back resolved to the checkpoint's step directory. `--print-preset` prints the resolved
-    experiment (common/experiment.py) and exits 0 without building or writing anything."""
+    args.resume comes back resolved to the checkpoint's step directory; a resumed run's --exp-name and --out-dir,
+    when not given, are the checkpoint's own run's (common/rundir.py). Rank 0 then owns the run directory (its lock).
+    `--print-preset` prints the resolved experiment (common/experiment.py) and exits 0 without building or writing
+    anything."""
     show = "--print-preset" in sys.argv[1:]
     if show:
         sys.argv = [a for a in sys.argv if a != "--print-preset"]
     args = parse(args_cls)
     if presets and args.preset != "toy":  # parse again with the preset's values as defaults, so explicit flags win
         args = parse(args_cls, default=replace(args_cls(), **{**PRESET_DEFAULTS, **presets[args.preset]}))
-    if problem := check_args(args):
+    errors.install(oom=_oom_advice(args))
+    if problem := check_args(args) or rundir.name_problem(args.exp_name):
         fail(problem)
     if show:
         from common.experiment import describe, explicit_fields
@@ -150,50 +149,57 @@ def cli(args_cls, presets: dict | None = None):
         fail(f"unknown model {args.model!r}; known: {', '.join(MODELS)} or a weights directory")
     if os.path.isdir(args.model) and is_deepseek_janus_dir(args.model):  # before the run directory is made
         fail(deepseek_layout_message(args.model))
+    parent, master = None, int(os.environ.get("RANK", "0")) == 0
     try:
         if args.track:
             import_wandb()
-        if args.resume:  # a complete checkpoint, trained with the same experiment-defining arguments
+        if args.resume:  # a complete checkpoint, trained with the same experiment-defining arguments and inputs
             args.resume = checkpoint.resolve(args.resume, args)
+            args.exp_name, args.out_dir, parent = rundir.resume_target(args.resume, args.exp_name, args.out_dir,
+                                                                       args.seed)
     except (ImportError, FileNotFoundError, ValueError) as e:
         fail(str(e))
-    if not args.resume and os.path.exists(os.path.join(run_dir(args), "metrics.jsonl")):  # never mix two runs
-        fail(f"{run_dir(args)} already holds a run: continue it with --resume {run_dir(args)}, or start another with "
-             f"a new --exp-name, --seed or --out-dir")
-    try:  # the run directory can be written (not a file, not read-only), before any model is built
-        os.makedirs(run_dir(args), exist_ok=True)
-        probe = os.path.join(run_dir(args), f".write-test-{os.getpid()}")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        fail(f"--out-dir {args.out_dir}: cannot write the run directory {run_dir(args)} ({e.strerror or e})")
-    stop_on_disk_errors(run_dir(args))
+    # the run directory can be written (not a file, not read-only), before any model is built
+    errors.check_writable(run_dir(args), f"--out-dir {args.out_dir}: cannot write the run directory {run_dir(args)}")
+    if master:  # one owner for the whole run (under torchrun, rank 0 holds the lock for its job); never mix two runs
+        try:
+            rundir.acquire(run_dir(args))
+        except RuntimeError as e:
+            fail(str(e))
+        if not args.resume and rundir.holds_run(run_dir(args)):
+            fail(f"{run_dir(args)} already holds a run: continue it with --resume {run_dir(args)}, or start another "
+                 f"with a new --exp-name, --seed or --out-dir")
+        rundir.identify(run_dir(args), new=parent is not None or not args.resume, parent=parent)
+    stop_on_disk_errors(run_dir(args), oom=_oom_advice(args))
     return args
 
 
-# a write that fails for want of space or a writable disk, anywhere in a run: one line, not a traceback
-DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+def _oom_advice(args) -> Callable[[int | None], str]:
+    """After an allocator error: the group size that fits the memory available now (activations scale with the
+    P x G images of a step), and the flags that bound memory without changing the experiment."""
+    def advice(asked: int | None) -> str:
+        G, free = getattr(args, "group_size", 0), errors.available_bytes()
+        fits = ""
+        if G and asked and free and asked > free:
+            fits = f"--group-size {max(2, int(G * free / asked / 2))} would fit (now {G}); or "
+        return (f"{fits}lower --prompts-per-step, or bound memory with --sample-chunk and --micro-batch-size "
+                f"(now {getattr(args, 'sample_chunk', 0)} and {getattr(args, 'micro_batch_size', 0)}, 0 = whole batch)")
+
+    return advice
 
 
-def stop_on_disk_errors(directory: str):
+def stop_on_disk_errors(directory: str, oom=None):
     """Answer an uncaught disk error (a full disk mid-run, a volume gone read-only) with one line on stderr naming
-    the run directory and how to continue, exit status 1. Checkpoints are written atomically (common/checkpoint.py),
-    so the newest complete one is intact and --resume continues from it."""
-    previous = sys.excepthook
-
-    def hook(kind, error, tb):
-        if not (isinstance(error, OSError) and error.errno in DISK_ERRORS):
-            return previous(kind, error, tb)
-        what = f" ({error.filename})" if error.filename else ""
+    the run directory and how to continue, exit status 1 (common/errors.py, with the other one-line answers).
+    Checkpoints are written atomically (common/checkpoint.py), so the newest complete one is intact and --resume
+    continues from it."""
+    def then() -> str:
         try:
-            then = f"continue with --resume {checkpoint.resolve(directory)}"
+            return f"continue with --resume {checkpoint.resolve(directory)}"
         except (FileNotFoundError, ValueError):  # no complete checkpoint yet
-            then = f"start again (remove {directory} first)"
-        sys.stderr.write(f"error: writing the run's files failed: {error.strerror}{what}; free space or choose "
-                         f"another --out-dir, then {then}\n")
+            return f"start again (remove {directory} first)"
 
-    sys.excepthook = hook
+    errors.install(directory, resume=then, oom=oom, interrupted=then)
 
 
 def reward_name(args) -> str:
@@ -242,6 +248,8 @@ class Run:
                 fail(f"--resume {args.resume}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
             self.start_step, self.perm, self.cursor = state["step"], state["perm"], state["cursor"]
             self.order_gen.set_state(state["order_gen"])
+            if len(self.perm) != len(train_prompts):  # --allow-changed-prompts with another number of prompts
+                self.perm, self.cursor = torch.randperm(len(train_prompts), generator=self.order_gen), 0
         self.logger = Logger(self.dir, vars(args), enabled=self.master, resume_step=self.start_step,
                              wandb_project=args.wandb_project if args.track else None)
         self.before, self.after, self.stop_signal = None, None, []
@@ -318,13 +326,18 @@ class Run:
         --save-every steps and after the last. After SIGTERM/SIGINT on any rank, every rank saves and exits 0.
         After --stop-on-flat K steps in a row whose groups all had equal rewards (every advantage 0: nothing is
         learned, as when a reward silently returns a constant), every rank saves and the run stops, exit status 1."""
-        stop = torch.tensor(float(bool(self.stop_signal)), device=self.device)
+        local = [p.to_local() if hasattr(p, "to_local") else p for p in self.bk.policy.parameters()]  # FSDP2: shards
+        diverged = not all(bool(torch.isfinite(p).all()) for p in local)
+        flags = torch.tensor([float(bool(self.stop_signal)), float(diverged)], device=self.device)
         if self.ddp:  # every rank stops at the same step, even if only one received the signal
-            dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        stop, diverged = flags.tolist()
+        if diverged:  # never save (nor resume from) a diverged policy
+            fail(f"the policy's weights are non-finite after step {step} (not saved); last good checkpoint: "
+                 f"{self.last_ckpt or 'none'}; resume from it with a lower --lr")
         K = getattr(self.args, "stop_on_flat", 0)
         flat = bool(K) and self.flat_steps >= K  # the same on every rank: the fraction is averaged over ranks
-        if flat or stop.item() or step == self.args.num_steps or (self.args.save_every and
-                                                                  step % self.args.save_every == 0):
+        if flat or stop or step == self.args.num_steps or (self.args.save_every and step % self.args.save_every == 0):
             train_state = {"perm": self.perm, "cursor": self.cursor, "order_gen": self.order_gen.get_state()}
             self.last_ckpt = checkpoint.save(os.path.join(self.dir, "checkpoints"), step, self.bk.policy,
                                              self.optimizer, self.scheduler, train_state, self.args, metrics,
@@ -338,7 +351,7 @@ class Run:
                 sys.stderr.write(f"error: {msg}\n")
             self.close(status=1)  # under torchrun: leaves the process here
             fail(msg)
-        if stop.item():
+        if stop:
             if self.master:
                 print(f"stopped by a signal after step {step}; continue with --resume {self.last_ckpt}")
             self.close()
@@ -392,6 +405,7 @@ class Run:
         an active exception", status -6, after all its work is done), which torchrun reports as a failed run.
         Everything is written and closed by then, so os._exit skips only that teardown."""
         self.logger.close()
+        rundir.release()
         if self.ddp:
             dist.destroy_process_group()
             sys.stdout.flush()

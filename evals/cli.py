@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 
 import torch
 
@@ -21,7 +20,9 @@ PINNED = ("benchmark", "prompts", "n", "seed", "cfg_scale", "temperature", "top_
 
 
 def fail(msg: str):
-    sys.exit(f"error: {msg}")
+    from common.errors import fail as one_line
+
+    one_line(msg)
 
 
 def with_preset(args_cls, args):
@@ -44,12 +45,14 @@ def _slug(text: str) -> str:
 def models_to_run(args) -> list[tuple[str, str, dict | None, str]]:
     """[(label, base model name, policy state dict or None, where it came from)]: the base model first when a
     checkpoint or export is compared with it."""
-    from common.export import base_model_name, read_checkpoint
+    from common.export import base_model_name, read_checkpoint, train_args
 
     if not args.checkpoint:
         return [(f"base: {args.model}", args.model, None, args.model)]
     step_dir, info, sd = read_checkpoint(args.checkpoint)
     base = args.model or base_model_name(info, step_dir)
+    if "seed" in train_args(info):  # a random base ("tiny") is rebuilt as the run built it (load_backend seeds)
+        args.build_seed = int(train_args(info)["seed"])
     run = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(step_dir))))
     trained = (f"{run}/{os.path.basename(step_dir)}", base, sd, step_dir)
     return ([(f"base: {base}", base, None, base)] if args.baseline else []) + [trained]
@@ -62,6 +65,9 @@ def main(args) -> dict[str, dict]:
     from common.prompts import load_prompts
     from common.run import check_args
 
+    from common import errors
+
+    errors.install(interrupted="run the same command again to resume: finished images are kept")
     if problem := check_args(args):
         fail(problem)
     try:
@@ -82,10 +88,13 @@ def main(args) -> dict[str, dict]:
     except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError) as e:
         fail(str(e).splitlines()[0])
 
-    rank, world_size, device = _distributed(args.device)
     config = {k: getattr(args, k) for k in PINNED if k != "ocr_engine" or args.benchmark == "ocr"}  # old runs resume
     out_root = args.out or os.path.join("runs", "eval", f"{args.benchmark}-"
                                         f"{hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:8]}")
+    errors.check_writable(out_root, f"--out {out_root}: cannot write there")  # before any model is built
+    errors.install(out_root, resume=lambda: "run the same command again to resume",
+                   interrupted="run the same command again to resume: finished images are kept")
+    rank, world_size, device = _distributed(args.device)
     try:
         scorer = build_scorer(bench, args, device)
     except (ValueError, FileNotFoundError, ImportError, RuntimeError, OSError) as e:
@@ -164,7 +173,9 @@ def build_scorer(bench, args, device):
 
 def load_backend(name: str, device, args):
     from common.models import load_model
+    from common.utils import seed_everything
 
+    seed_everything(getattr(args, "build_seed", args.seed))  # a random model ("tiny") is the same on every run
     bk = load_model(name, device, DTYPES[args.dtype], template=args.template)
     if hasattr(bk.policy, "eval"):
         bk.policy.eval()

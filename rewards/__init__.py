@@ -8,6 +8,7 @@ kept in `.last` (the scripts log them as rewards/<name>). A registered name may 
 from __future__ import annotations
 
 import importlib
+import traceback
 
 # name -> "module:factory"; the factory takes `device` and returns the callable.
 REWARDS = {
@@ -103,6 +104,12 @@ def check_reward_name(name: str):
         found = hasattr(importlib.import_module(module), factory)
     except ImportError as e:
         raise ValueError(f"reward {name!r}: cannot import module {module!r} ({e})") from None
+    except SyntaxError as e:  # your module's own errors: one line naming the file and line
+        raise ValueError(f"reward {name!r}: {e.filename}:{e.lineno}: syntax error ({e.msg})") from None
+    except Exception as e:
+        frame = traceback.extract_tb(e.__traceback__)[-1]
+        raise ValueError(f"reward {name!r}: importing module {module!r} raised {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''} ({frame.filename}:{frame.lineno})") from None
     if not found:
         raise ValueError(f"reward {name!r}: module {module!r} has no {factory!r}")
 

@@ -7,9 +7,10 @@ Two stages, both on the procedural world of toy/world.py:
    next-token cross-entropy on (prompt, tokens of a scene that satisfies the prompt), with 10% of the
    captions replaced by the learned null caption so classifier-free guidance works.
 
-    python -m toy.train --device cuda          # how the shipped weights were made (about 2 minutes on one H100)
-    python -m toy.train --out-dir runs/toy     # the same recipe on the CPU: about 40 minutes on 2 cores, not
-                                               # bit-identical; then: python evaluate.py --model runs/toy
+    python -m toy.train                        # the recipe on the CPU, into runs/toy: about 40 minutes on 2 cores,
+                                               # not bit-identical; then: python evaluate.py --model runs/toy
+    python -m toy.train --device cuda --out-dir weights/shapeworld   # how the shipped weights were made (about 2
+                                               # minutes on one H100); only an explicit --out-dir replaces them
 
 It ends by printing the tokenizer round-trip detector accuracy and the held-out strict GenEval score.
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -27,20 +27,22 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from common import errors
 from common.cli import parse
+from common.errors import fail
 from common.evaluation import geneval_eval
 from common.models import build_t2i
 from common.prompts import load_prompts
 from common.utils import seed_everything
 from rewards.geneval import GenEvalJudge
 from toy import world as sw
-from toy.model import TOY_DIR, toy_config
+from toy.model import toy_config
 
 
 @dataclass
 class Args:
-    out_dir: str = TOY_DIR
-    """where config.json and the safetensors weights are written"""
+    out_dir: str = "runs/toy"
+    """where config.json and the safetensors weights are written (the shipped ones: weights/shapeworld)"""
     seed: int = 0
     """seed of the whole run"""
     vq_steps: int = 1000
@@ -117,6 +119,7 @@ def roundtrip_accuracy(vq, metas, grid):
 
 if __name__ == "__main__":
     args = parse(Args)
+    errors.install(interrupted="nothing was saved")
     try:  # bad input stops here, in one line, before any training
         for k in ("vq_steps", "vq_batch", "num_scenes", "ar_steps", "ar_batch", "eval_samples"):
             if getattr(args, k) < 1:
@@ -131,9 +134,10 @@ if __name__ == "__main__":
         eval_metas = load_prompts(args.eval_prompts)
         judge = GenEvalJudge("shapeworld")
         judge.validate(eval_metas)
-        os.makedirs(args.out_dir, exist_ok=True)
     except (ValueError, OSError) as e:
-        sys.exit(f"error: {e}")
+        fail(str(e))
+    errors.check_writable(args.out_dir, f"--out-dir {args.out_dir}: cannot write there")  # before, not after, training
+    errors.install(args.out_dir, interrupted="nothing was saved; run the command again to train from the start")
     seed_everything(args.seed)
     rng = np.random.default_rng(args.seed)
     bk = build_t2i(toy_config("toy"))
