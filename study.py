@@ -52,11 +52,14 @@ STUDIES: dict[str, Study] = {
          "stage_release": ["stage.py", "--release-mask-normalisation", "--release-entropy-centring", *EVAL],
          "gcpo": ["gcpo.py", *EVAL],
          "gcpo_attached": ["gcpo.py", "--no-detach-weight", *EVAL],
-         "ar_grpo": ["ar_grpo.py", *EVAL],
-         # vanilla GRPO training LoRA adapters only (r = 8, α = 32) at four times the learning rate; π_ref = adapters off
-         "lora": ["grpo_vanilla.py", "--lora-rank", "8", "--lr", "2e-4", *EVAL]},
-        seeds=5, doc="the four scripts at their defaults (100 steps, lr 5e-5), STAGE's release flags, GCPO with its "
-                     "weight not detached, and vanilla GRPO with LoRA (rank 8, lr 2e-4)"),
+         "ar_grpo": ["ar_grpo.py", *EVAL]},
+        seeds=5, doc="the four scripts at their defaults (100 steps, lr 5e-5), STAGE's release flags, and GCPO with "
+                     "its weight not detached"),
+    "lora": Study(  # issue #26: LoRA GRPO learns; compare with the standard study's grpo_vanilla (the same seeds)
+        # vanilla GRPO training LoRA adapters only (r = 8, α = 32) at four times the learning rate; π_ref = adapters off
+        {"lora": ["grpo_vanilla.py", "--lora-rank", "8", "--lr", "2e-4", *EVAL]},
+        seeds=5, doc="vanilla GRPO with LoRA (rank 8, alpha 32, lr 2e-4; 100 steps), beside the standard study's full "
+                     "fine-tuning"),
     "stress": Study(
         {"grpo_vanilla": ["grpo_vanilla.py", *STRESS],
          "stage": ["stage.py", *STRESS],
@@ -89,7 +92,7 @@ STUDIES: dict[str, Study] = {
 @dataclass
 class Args:
     study: str = "standard"
-    """which study: standard, stress, search or tiny (see STUDIES in study.py)"""
+    """which study: standard, stress, search, lora or tiny (see STUDIES in study.py)"""
     seeds: int = 0
     """number of seeds (0 = the study's own)"""
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)

@@ -35,5 +35,6 @@ def test_tiny_study_runs_reports_and_skips_finished_runs(tmp_path):
 def test_help_lists_the_studies():
     p = subprocess.run([sys.executable, "study.py", "--help"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0
-    for name in ("standard (7 configurations x 5 seeds)", "stress (8 configurations x 3 seeds)", "search (3 configurations x 3 seeds)", "tiny"):
+    for name in ("standard (6 configurations x 5 seeds)", "stress (8 configurations x 3 seeds)",
+                 "search (3 configurations x 3 seeds)", "lora (1 configurations x 5 seeds)", "tiny"):
         assert f"  {name}" in p.stdout, name
