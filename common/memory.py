@@ -145,8 +145,7 @@ def meta_backend(name: str, config=None):
                 return LlamaGenC2I(gpt, vq, ck.image_size), [(vq, "fp32")]
             text = T5EncoderModel(flan_t5_xl_config())
             return LlamaGenT2I(gpt, vq, text, ck.image_size), [(vq, "fp32"), (text, "t5")]
-        from common.models import build_t2i
-        from toy.model import toy_config
+        from common.models import build_t2i, toy_config
 
         bk = build_t2i(config or toy_config("tiny" if name == "tiny" else "toy"))
         return bk, [(bk.vq, "fp32"), (bk.text, "fp32")]

@@ -95,20 +95,12 @@ def check_args(args) -> str:
             if not good:
                 return f"--{name.replace('_', '-')} {value!r}: must be {accepts}"
     if getattr(args, "reward_device", ""):
-        from rewards import parse_mix, reward_device
+        from common.reward_names import placement_problem
 
         names = [getattr(args, "reward", "")] + list(getattr(args, "align_rewards", ())) + \
             [getattr(args, "quality_reward", "")] + list(getattr(args, "realism_rewards", ()))
-        try:  # a weighted sum's parts are rewards of the run too (each placed on its own)
-            names += [part for name in filter(None, names) for part, _ in parse_mix(name) or []]
-            for name in filter(None, names):
-                reward_device(name, args.reward_device, "cpu")
-        except ValueError as e:
-            return str(e)
-        named = {p.strip().rpartition("=")[0] for p in args.reward_device.split(",")} - {""}
-        if unknown := named - set(names):
-            return (f"--reward-device {args.reward_device!r}: {', '.join(sorted(unknown))} is not a reward of this run "
-                    f"({', '.join(filter(None, names))})")
+        if problem := placement_problem(args.reward_device, names):
+            return problem
     if getattr(args, "cpu_offload", False) and args.dist != "fsdp2":
         return "--cpu-offload: needs --dist fsdp2 (it offloads FSDP2's shards)"
     if getattr(args, "device", "auto") == "cuda" and not torch.cuda.is_available():

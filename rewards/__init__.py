@@ -10,6 +10,9 @@ from __future__ import annotations
 import importlib
 import traceback
 
+from common.reward_names import MIXES, parse_mix, reward_device  # noqa: F401  (re-exported: the registry's names)
+from rewards.compute import RewardError, compute_rewards  # noqa: F401  (re-exported)
+
 # name -> "module:factory"; the factory takes `device` and returns the callable.
 REWARDS = {
     "color": "rewards.color:ColorFraction",
@@ -30,39 +33,6 @@ REWARDS = {
     "qwen_fake": "rewards.qwen_judge:make_qwen_fake",
     "qwen_weird": "rewards.qwen_judge:make_qwen_weird",
 }
-
-
-# registered sums of rewards, written as on the command line
-MIXES = {
-    "hps_git_gdino": "hps=1,git_vqa=1,gdino=1",  # T2I-R1's reward, STAGE's HPS runs (§4.1): no normalisation
-}
-
-
-def parse_mix(name: str) -> list[tuple[str, float]] | None:
-    """"hps=1.0,clip=0.5" (or a MIXES name) -> [("hps", 1.0), ("clip", 0.5)]; None for a single reward.
-    Raises ValueError in one line on a malformed sum."""
-    name = MIXES.get(name, name)
-    if "=" not in name:
-        return None
-    parts = []
-    for item in name.split(","):
-        reward, eq, weight = item.strip().partition("=")
-        reward = reward.strip()
-        try:
-            w = float(weight)
-        except ValueError:
-            w = float("nan")
-        if not eq or not reward or w != w or w in (float("inf"), float("-inf")):
-            raise ValueError(f"reward {name!r}: write a weighted sum as 'name=weight,name=weight' (e.g. "
-                             f"'hps=1.0,clip=0.5'); {item.strip()!r} is not 'name=number'")
-        if parse_mix(reward) is not None:
-            raise ValueError(f"reward {name!r}: {reward!r} is itself a sum; list its components instead")
-        parts.append((reward, w))
-    names = [r for r, _ in parts]
-    if len(set(names)) < len(names):
-        raise ValueError(f"reward {name!r}: {sorted({n for n in names if names.count(n) > 1})[0]!r} appears twice "
-                         f"(each reward is scored once: give it one weight)")
-    return parts
 
 
 class WeightedSum:
@@ -114,30 +84,6 @@ def check_reward_name(name: str):
         raise ValueError(f"reward {name!r}: module {module!r} has no {factory!r}")
 
 
-def reward_device(name: str, spec: str, default):
-    """The device reward `name` runs on under --reward-device `spec`: '' = `default` (the rank's device), one device
-    ('cpu', 'cuda', 'cuda:K') for every reward, or 'NAME=DEVICE,...' per reward (rewards not named: `default`).
-    Raises ValueError naming the flag on a malformed spec."""
-    import torch
-
-    spec = (spec or "").strip()
-    if not spec:
-        return default
-    per = {}
-    for part in spec.split(","):
-        key, sep, dev = part.strip().rpartition("=")
-        if sep and not key:
-            raise ValueError(f"--reward-device {spec!r}: write NAME=DEVICE (e.g. qwen_label=cuda:7)")
-        try:
-            per[key if sep else "*"] = str(torch.device(dev.strip()))
-        except RuntimeError:
-            raise ValueError(f"--reward-device {spec!r}: {dev.strip()!r} is not a device (cpu, cuda or cuda:K)") \
-                from None
-    if "*" in per and len(per) > 1:
-        raise ValueError(f"--reward-device {spec!r}: give one device for every reward, or NAME=DEVICE pairs")
-    return per.get("*", per.get(name, default))
-
-
 def get_reward(name: str, device="cpu", placement: str = ""):
     """Build reward `name` on `device`, or where `placement` (--reward-device, see reward_device) puts it. Under
     torchrun, a reward placed on one fixed device (cpu, cuda:K) is built once per node: rewards/shared.py."""
@@ -184,39 +130,3 @@ def check_reward(name: str, metadata: list[dict]):
             except ValueError as row_error:
                 raise ValueError(f"{where[i]}: {row_error}") from None
         raise
-
-
-class RewardError(RuntimeError):
-    """A reward raised, or returned a wrong shape or a non-finite value; the message names the prompt."""
-
-
-def compute_rewards(reward_fn, name: str, images, prompts: list[str], metadata: list[dict]):
-    """reward_fn(images, prompts, metadata) checked: -> FloatTensor (B,) of finite values, or RewardError.
-    When the batch call raises, the images are scored one at a time to name the first failing prompt."""
-    import torch
-
-    try:
-        r = reward_fn(images, prompts, metadata)
-    except RewardError:
-        raise  # a node-shared reward (rewards/shared.py) already named the prompt
-    except Exception as e:
-        culprit = prompts[0]
-        for i in range(len(prompts)):
-            try:
-                reward_fn(images[i : i + 1], prompts[i : i + 1], metadata[i : i + 1])
-            except Exception:
-                culprit = prompts[i]
-                break
-        raise RewardError(f"reward {name!r} raised {type(e).__name__}: {e} (prompt {culprit!r})") from e
-    try:
-        r = torch.as_tensor(r).float().reshape(-1)
-    except (TypeError, RuntimeError, ValueError) as e:
-        raise RewardError(f"reward {name!r} returned {type(r).__name__}, not a tensor of {len(prompts)} numbers "
-                          f"({e})") from None
-    if r.numel() != len(prompts):
-        raise RewardError(f"reward {name!r} returned {r.numel()} values for {len(prompts)} images")
-    bad = (~torch.isfinite(r)).nonzero()
-    if len(bad):
-        i = int(bad[0])
-        raise RewardError(f"reward {name!r} returned {r[i].item()} for prompt {prompts[i]!r}")
-    return r

@@ -54,7 +54,7 @@ class NodeShared:
         self.name, self.fn, self.group, self.leader = name, fn, group, leader
 
     def __call__(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> torch.Tensor:
-        from rewards import RewardError, compute_rewards
+        from rewards.compute import RewardError, compute_rewards
 
         mine = (images.detach().cpu(), list(prompts), list(metadata))
         everyone = [None] * dist.get_world_size(self.group) if dist.get_rank() == self.leader else None
