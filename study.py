@@ -55,11 +55,6 @@ STUDIES: dict[str, Study] = {
          "ar_grpo": ["ar_grpo.py", *EVAL]},
         seeds=5, doc="the four scripts at their defaults (100 steps, lr 5e-5), STAGE's release flags, and GCPO with "
                      "its weight not detached"),
-    "lora": Study(  # issue #26: LoRA GRPO learns; compare with the standard study's grpo_vanilla (the same seeds)
-        # vanilla GRPO training LoRA adapters only (r = 8, α = 32) at four times the learning rate; π_ref = adapters off
-        {"lora": ["grpo_vanilla.py", "--lora-rank", "8", "--lr", "2e-4", *EVAL]},
-        seeds=5, doc="vanilla GRPO with LoRA (rank 8, alpha 32, lr 2e-4; 100 steps), beside the standard study's full "
-                     "fine-tuning"),
     "stress": Study(
         {"grpo_vanilla": ["grpo_vanilla.py", *STRESS],
          "stage": ["stage.py", *STRESS],
@@ -80,6 +75,11 @@ STUDIES: dict[str, Study] = {
         seeds=3, doc="other defaults for the main job: twice the learning rate (150 steps), or two and three times the "
                      "steps at the default learning rate (the held-out score every 25 steps gives every shorter budget "
                      "too)"),
+    "lora": Study(  # issue #26: LoRA GRPO learns; compare with the standard study's grpo_vanilla (the same seeds)
+        # vanilla GRPO training LoRA adapters only (r = 8, α = 32) at four times the learning rate; π_ref = adapters off
+        {"lora": ["grpo_vanilla.py", "--lora-rank", "8", "--lr", "2e-4", *EVAL]},
+        seeds=5, doc="vanilla GRPO with LoRA (rank 8, alpha 32, lr 2e-4; 100 steps), beside the standard study's full "
+                     "fine-tuning"),
     "tiny": Study(  # the test's study: two runs of two steps on the tiny random model
         {"grpo_vanilla": ["grpo_vanilla.py", "--model", "tiny", "--num-steps", "2", "--prompts-per-step", "2",
                           "--group-size", "2", "--eval-every", "1", "--eval-samples", "1", "--image-every", "0"],

@@ -29,7 +29,8 @@ def test_tiny_study_runs_reports_and_skips_finished_runs(tmp_path):
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0 and "all 2 runs are done" in p.stdout, p.stderr[-2000:]
     p = subprocess.run(cmd[:3] + ["nope"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
-    assert p.returncode != 0 and p.stderr.strip() == "error: --study 'nope': unknown; known: standard, stress, search, tiny"
+    assert p.returncode != 0 and p.stderr.strip() == \
+        "error: --study 'nope': unknown; known: standard, stress, search, lora, tiny"
 
 
 def test_help_lists_the_studies():
