@@ -7,11 +7,14 @@ indices of the synset folders in sorted order (torchvision's ImageFolder / Datas
 LlamaGen's class-conditional checkpoints were trained with). `data/imagenet/class_ids.txt` (0..999 once
 each) is the uniform alternative.
 
-The counts come from the ImageNet train folder, or, without its 150 GB, from the ILSVRC2012 devkit's
-`data/meta.mat` (2.5 MB, ILSVRC2012_devkit_t12.tar.gz from image-net.org): its `synsets` records hold each class's
-WNID and `num_train_images`. The project ships no counts: they are not in any of the three releases.
+The counts come, by default, from the table the project ships, `data/imagenet/train_counts.tsv` (`wnid<TAB>images`,
+1000 lines, 1,281,167 images; where it comes from and how it is checked: data/imagenet/derive_train_counts.py and
+docs/presets.md). The ImageNet train folder itself (`--train-dir`) or the ILSVRC2012 devkit's `data/meta.mat`
+(`--devkit-meta`, 2.5 MB, ILSVRC2012_devkit_t12.tar.gz from image-net.org: its `synsets` records hold each class's
+WNID and `num_train_images`) give the same numbers from the original.
 
 CLI:
+    python -m common.imagenet_prompts                        # from the shipped data/imagenet/train_counts.tsv
     python -m common.imagenet_prompts --train-dir IMAGENET/train --out data/imagenet/train_images.txt
     python -m common.imagenet_prompts --devkit-meta DEVKIT/data/meta.mat --out data/imagenet/train_images.txt
 """
@@ -22,6 +25,28 @@ import os
 import sys
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+SHIPPED_COUNTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "imagenet",
+                              "train_counts.tsv")
+
+
+def table_counts(path: str) -> list[tuple[str, int]]:
+    """[(WNID, images)] from a `wnid<TAB>images` table (one class per line), in class-index (sorted WNID) order."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--counts {path}: not found (a table of lines `wnid<TAB>images`)")
+    rows = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 2 or not parts[1].isdigit():
+                raise ValueError(f"{path}:{lineno}: expected `wnid<TAB>images`, got {line.strip()[:60]!r}")
+            if parts[0] in rows:
+                raise ValueError(f"{path}:{lineno}: {parts[0]} listed twice")
+            rows[parts[0]] = int(parts[1])
+    if not rows:
+        raise ValueError(f"--counts {path} lists no classes")
+    return sorted(rows.items())
 
 
 def class_counts(train_dir: str) -> list[tuple[str, int]]:
@@ -67,7 +92,8 @@ def write_prompts(counts: list[tuple[str, int]], out: str) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="one class id per ImageNet training image (AR-GRPO's c2i prompt draw)")
-    src = p.add_mutually_exclusive_group(required=True)
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--counts", help="a `wnid<TAB>images` table (default: the shipped data/imagenet/train_counts.tsv)")
     src.add_argument("--train-dir", help="ImageNet-1k train/ folder with one sub-folder per synset")
     src.add_argument("--devkit-meta", help="the ILSVRC2012 devkit's data/meta.mat (its num_train_images per class)")
     p.add_argument("--out", default="data/imagenet/train_images.txt")
@@ -76,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
 
     errors.install(interrupted=f"nothing was written to {args.out}")
     try:
-        counts = class_counts(args.train_dir) if args.train_dir else devkit_counts(args.devkit_meta)
+        counts = (class_counts(args.train_dir) if args.train_dir else devkit_counts(args.devkit_meta)
+                  if args.devkit_meta else table_counts(args.counts or SHIPPED_COUNTS))
         n = write_prompts(counts, args.out)
     except (OSError, ValueError) as e:
         errors.fail(str(e))

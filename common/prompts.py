@@ -47,9 +47,10 @@ SOURCES = {  # files the presets name -> where the release keeps them (download 
     "data/drawbench/drawbench_test_1000.json": f"the AR-GRPO release's benchmark/drawbench/drawbench_test_1000.json "
         f"({_AR_GRPO}benchmark/drawbench/drawbench_test_1000.json: DrawBench's 200 prompts x 5 rows)",
     "data/drawbench/prompts.txt": "DrawBench's 200 prompts (Imagen, Saharia et al. 2022), one per line",
-    "data/imagenet/train_images.txt": "python -m common.imagenet_prompts --devkit-meta DEVKIT/data/meta.mat (the "
-                                      "ILSVRC2012 devkit's, 2.5 MB) or --train-dir IMAGENET/train, --out "
-                                      "data/imagenet/train_images.txt (one class id per training image)",
+    "data/imagenet/train_images.txt": "python -m common.imagenet_prompts (writes it from the shipped "
+                                      "data/imagenet/train_counts.tsv: one class id per ImageNet training image, "
+                                      "1,281,167 lines; or --devkit-meta DEVKIT/data/meta.mat, --train-dir "
+                                      "IMAGENET/train)",
 }
 
 

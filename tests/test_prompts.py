@@ -92,6 +92,51 @@ def test_imagenet_prompts_one_class_id_per_image(tmp_path, capsys):
         main(["--train-dir", str(tmp_path / "nope"), "--out", str(out)])
 
 
+# classes of fastai's Imagenette and Imagewoof (github.com/fastai/imagenette, noisy_imagenette.csv and
+# noisy_imagewoof.csv at ba8db39): the images of each whose names are ImageNet training files (<wnid>_<n>.JPEG),
+# counted. An independent source for 20 rows of the shipped table, the two below 1300 among them.
+IMAGENETTE_TRAIN = {"n01440764": 1300, "n02102040": 1300, "n02979186": 1300, "n03000684": 1194, "n03028079": 1300,
+                    "n03394916": 1300, "n03417042": 1300, "n03425413": 1300, "n03445777": 1300, "n03888257": 1300,
+                    "n02086240": 1300, "n02087394": 1300, "n02088364": 1300, "n02089973": 754, "n02093754": 1300,
+                    "n02096294": 1300, "n02099601": 1300, "n02105641": 1300, "n02111889": 1300, "n02115641": 1300}
+
+
+def test_shipped_imagenet_train_counts():
+    """data/imagenet/train_counts.tsv against what is known of ILSVRC2012's training set: 1000 classes, the first and
+    last WNIDs, 1,281,167 images, 732 to 1300 per class, the 20 Imagenette/Imagewoof classes; and the class names
+    file lists the same classes in the same order."""
+    from common.imagenet_prompts import SHIPPED_COUNTS, table_counts
+
+    counts = table_counts(SHIPPED_COUNTS)
+    wnids, n = [w for w, _ in counts], [c for _, c in counts]
+    assert len(set(wnids)) == 1000 and wnids[0] == "n01440764" and wnids[-1] == "n15075141"
+    assert sum(n) == 1_281_167 and min(n) == 732 and max(n) == 1300
+    assert {w: c for w, c in counts if w in IMAGENETTE_TRAIN} == IMAGENETTE_TRAIN
+
+
+def test_imagenet_prompts_from_the_shipped_counts(tmp_path, capsys):
+    """With no source flag, the shipped table: class i once per training image; a bad table fails on its line."""
+    from collections import Counter
+
+    from common.imagenet_prompts import SHIPPED_COUNTS, main, table_counts
+
+    out = tmp_path / "train_images.txt"
+    main(["--out", str(out)])
+    ids = Counter(out.read_text().split())
+    table = table_counts(SHIPPED_COUNTS)
+    assert sum(ids.values()) == 1_281_167 and ids == {str(i): c for i, (_, c) in enumerate(table)}
+    foxhound = [w for w, _ in table].index("n02089973")  # English foxhound, 754 images
+    assert ids[str(foxhound)] == 754
+    assert "1281167 lines, 1000 classes" in capsys.readouterr().out
+    small = tmp_path / "t.tsv"
+    small.write_text("n02\t3\nn01\t2\n")
+    main(["--counts", str(small), "--out", str(out)])
+    assert out.read_text().split() == ["0", "0", "1", "1", "1"]
+    small.write_text("n01\t2\nn01 x\n")
+    with pytest.raises(SystemExit, match="t.tsv:2: expected"):
+        main(["--counts", str(small), "--out", str(out)])
+
+
 @pytest.mark.parametrize("row, match", [
     ({"include": [{"class": "cat", "count": "three"}]}, "count 'three'"),
     ({"include": [{"class": "cat", "count": 0}]}, "count 0"),
