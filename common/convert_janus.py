@@ -46,11 +46,12 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
 from collections import Counter
 
 import torch
+
+from common.utils import atomic_dir, check_out_dir
 
 DEEPSEEK_MODEL_TYPE = "multi_modality"  # DeepSeek's MultiModalityConfig.model_type
 # Attention heads of the vision towers DeepSeek's code knows by name (SigLIP_MODEL_CONFIG in janus/models/siglip_vit.py)
@@ -388,13 +389,11 @@ def plan(src_config: dict, source: dict[str, torch.Tensor], tokenizer, vision_he
     return config, converted
 
 
-def check_out_dir(out: str, force: bool, src: str):
-    if os.path.abspath(out) == os.path.abspath(src):
-        raise ConversionError(f"--out {out} is SRC itself: name a new folder")
-    if os.path.isfile(out):
-        raise ConversionError(f"--out {out} is a file: name a new folder")
-    if os.path.isdir(out) and os.listdir(out) and not force:
-        raise ConversionError(f"--out {out} exists and is not empty: name a new folder, or pass --force to replace it")
+def check_out(out: str, force: bool, src: str):
+    try:
+        check_out_dir(out, force, (src,))
+    except ValueError as e:
+        raise ConversionError(str(e)) from None
 
 
 def convert(src: str, out: str, *, tokenizer: str | None = None, vision_heads: int | None = None,
@@ -402,7 +401,7 @@ def convert(src: str, out: str, *, tokenizer: str | None = None, vision_heads: i
     """Convert SRC (DeepSeek's layout) into OUT (transformers' Janus layout). -> lines describing what was done."""
     from safetensors.torch import save_file
 
-    check_out_dir(out, force, src)
+    check_out(out, force, src)
     src_config, files = read_source(src)
     tok = load_tokenizer(tokenizer or src, src, tokenizer is not None)
     source = {}  # every source tensor, as a meta tensor (name, shape, dtype): nothing is read yet
@@ -410,13 +409,7 @@ def convert(src: str, out: str, *, tokenizer: str | None = None, vision_heads: i
         source.update(load_weights(path, meta=True))
     config, converted = plan(src_config, source, tok, vision_heads, src)
 
-    out = out.rstrip(os.sep) or out
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(out)}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
+    with atomic_dir(out, lambda: check_out(out, force, src)) as tmp:  # out still free after the (long) write
         weight_map, total = {}, 0
         for i, path in enumerate(files):  # one source file at a time: peak memory is one shard
             name = "model.safetensors" if len(files) == 1 else f"model-{i + 1:05d}-of-{len(files):05d}.safetensors"
@@ -437,12 +430,6 @@ def convert(src: str, out: str, *, tokenizer: str | None = None, vision_heads: i
         config.save_pretrained(tmp)
         generation_config(tok).save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        check_out_dir(out, force, src)  # still free after the (possibly long) write
-        if os.path.isdir(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     n = sum(math.prod(t.shape) for t in source.values())
     return [f"{len(source)} tensors ({n / 1e6:,.1f}M parameters, {str(config.dtype).replace('torch.', '')}) -> "
             f"{len(converted)} in transformers' Janus layout",

@@ -47,7 +47,7 @@ import torch
 from common import checkpoint, errors, lora
 from common.llamagen import CLASS_NAMES_FILE, LLAMAGEN_CHECKPOINTS, LLAMAGEN_DEFAULT_DIR, LLAMAGEN_DIR_ENV, T5_DIR
 from common.models import LlamaGenC2I, LlamaGenT2I, load_model
-from common.utils import load_safetensors, seed_everything, state_dict_mismatch
+from common.utils import atomic_dir, check_out_dir, load_safetensors, seed_everything, state_dict_mismatch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 FROZEN_MODES = ("link", "symlink", "copy")
@@ -226,34 +226,6 @@ def write_llamagen(bk, name: str, out_dir: str, dtype: torch.dtype, source_dir: 
 
 
 # -- the export ----------------------------------------------------------------------------------------
-def _inside(path: str, root: str) -> bool:
-    path, root = os.path.realpath(path), os.path.realpath(root)
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def check_out_dir(out: str, force: bool = False, protected: tuple[str, ...] = ()):
-    """Refuse an --out that is a file, a non-empty directory (unless force), or holds one of `protected`."""
-    for p in protected:
-        if p and os.path.exists(p) and _inside(p, out):
-            raise ValueError(f"--out {out} holds {p}, which the export reads: choose another --out")
-    if os.path.lexists(out) and not os.path.isdir(out):
-        raise ValueError(f"--out {out} exists and is not a directory")
-    if os.path.isdir(out) and os.listdir(out) and not force:
-        raise ValueError(f"--out {out} exists and is not empty: choose another directory, or pass --force to "
-                         f"replace it")
-
-
-def _replace_dir(tmp: str, out: str):
-    """Move the complete tmp directory to out; an existing out is moved aside first and removed after."""
-    old = None
-    if os.path.isdir(out):
-        old = f"{out.rstrip(os.sep)}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def export_backend(bk, name: str, out: str, dtype: torch.dtype, *, info: dict | None = None, force: bool = False,
                    source_dir: str | None = None, frozen: str = "link", protected: tuple[str, ...] = ()) -> list[str]:
     """Write backend `bk` (base `name`, trained weights already loaded) to `out` in its format, atomically.
@@ -262,13 +234,7 @@ def export_backend(bk, name: str, out: str, dtype: torch.dtype, *, info: dict | 
     if fmt == "llamagen":
         protected = (*protected, llamagen_source_dir(source_dir))
     check_out_dir(out, force, protected)
-    out = out.rstrip(os.sep) or out
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(out)}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
+    with atomic_dir(out, lambda: check_out_dir(out, force, protected)) as tmp:  # still free after the long write
         if fmt == "janus":
             write_janus(bk, tmp, dtype)
             done = [f"transformers Janus directory ({dtype_name(dtype)})"]
@@ -283,10 +249,6 @@ def export_backend(bk, name: str, out: str, dtype: torch.dtype, *, info: dict | 
         meta = {"base_model": name, "format": fmt, "dtype": dtype_name(dtype), **(info or {})}
         with open(os.path.join(tmp, "export.json"), "w") as f:
             json.dump(meta, f, indent=1, default=str)
-        check_out_dir(out, force, protected)  # still free after the (possibly long) write
-        _replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return done + [f"load it with: {usage}"]
 
 

@@ -1,10 +1,12 @@
 """Seeding, image grids, metrics logging and safetensors I/O. All files are written atomically."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import secrets
+import shutil
 
 import numpy as np
 import torch
@@ -42,6 +44,50 @@ def write_atomic(path: str, write):
     tmp = f"{path}.tmp{os.getpid()}"
     write(tmp)
     os.replace(tmp, path)
+
+
+def _inside(path: str, root: str) -> bool:
+    path, root = os.path.realpath(path), os.path.realpath(root)
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def check_out_dir(out: str, force: bool = False, protected: tuple[str, ...] = ()):
+    """Refuse an output folder that is a file, a non-empty directory (unless force), or holds one of `protected`
+    (the inputs being read). Raises ValueError with the one line the user sees."""
+    for p in protected:
+        if p and os.path.exists(p) and _inside(p, out):
+            raise ValueError(f"--out {out} holds {p}, which is being read: choose another --out")
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} exists and is not a directory")
+    if os.path.isdir(out) and os.listdir(out) and not force:
+        raise ValueError(f"--out {out} exists and is not empty: choose another directory, or pass --force to "
+                         f"replace it")
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str, still_free=lambda: None):
+    """Write a directory atomically: yields a fresh temporary sibling of `out` to fill; when the body returns,
+    `still_free()` runs (it raises if `out` was taken meanwhile), and the temporary directory replaces `out` (an
+    existing `out` is moved aside first and removed after). On any error nothing of the temporary remains and `out`
+    is untouched."""
+    out = out.rstrip(os.sep) or out
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(out)}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        still_free()
+        old = None
+        if os.path.isdir(out):
+            old = f"{out}.old-{os.getpid()}"
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def save_safetensors(state_dict: dict, path: str, metadata: dict | None = None):

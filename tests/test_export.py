@@ -113,7 +113,7 @@ def test_out_dir_refused_replaced_with_force_and_protected(tmp_path):
     export(run, str(out), force=True)
     assert not (out / "stale.txt").exists() and (out / "gpt.safetensors").exists()
     no_leftovers(out)
-    with pytest.raises(ValueError, match="which the export reads"):
+    with pytest.raises(ValueError, match="which is being read"):
         export(run, run, force=True)  # --force must never delete the checkpoint itself
     assert os.path.isdir(os.path.join(run, "checkpoints"))
 
