@@ -37,7 +37,7 @@ Use in tests (pytest-xdist: each worker builds its own copy, ~3-6 s):
     from rehearsal_assets import rehearsal_env, rehearse, param_delta  # noqa: F401  (rehearsal_env: fixture)
 
     def test_x(rehearsal_env, tmp_path):
-        rc, record, out, err = rehearse("gcpo.py", ["--preset", "janus1b_hps", ...], cwd=tmp_path, env=rehearsal_env)
+        rc, record, out, err = rehearse("gcpo.py", ["--preset", "janus1b_hps_paper", ...], cwd=tmp_path, env=rehearsal_env)
 
 In-process (no subprocess): `apply_env(monkeypatch, env)` then `shrink(monkeypatch)`.
 """
