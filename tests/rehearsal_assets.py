@@ -4,7 +4,7 @@ architectures shrunk.
 
     env = build_assets(root)          # a few MB of random weights under root, the env vars that point at them
     shrink()                          # in the process that loads them: the shrunk LlamaGen / HPS / MANIQA sizes
-    rc, record, out, err = rehearse("stage.py", ["--preset", "geneval", ...], cwd=tmp, env=env)
+    rc, record, out, err = rehearse("stage.py", ["--preset", "geneval_paper", ...], cwd=tmp, env=env)
 
 What is written (all random, seeded, deterministic):
 - Janus-Pro-1B / 7B: a tiny transformers Janus (common/janus.py) in a genuine Hugging Face hub cache layout
