@@ -147,3 +147,31 @@ def test_print_preset_shows_the_resolved_experiment(tmp_path):
     assert "prompts x G = 8 x 8 = 64 images" in lines
     assert "LR at step 1 / 800 / 1600: 1e-06 / 5.006e-07 / 6.25e-10" in lines and "TF32: on" in lines
     assert os.listdir(tmp_path) == []  # no run directory
+
+
+def test_docs_name_presets_that_exist():
+    """Every `stage.py / gcpo.py / ar_grpo.py ... --preset NAME` and `common.memory --preset NAME` in README.md, docs/
+    and the scripts' docstrings names a preset of that script (the paper presets are NAME_paper since #22)."""
+    import glob
+    import os
+    import re
+
+    import ar_grpo
+    import gcpo
+    import stage
+
+    from conftest import REPO
+
+    presets = {m.__name__: set(m.PRESETS) for m in (stage, gcpo, ar_grpo)}
+    command = re.compile(r"\b(stage|gcpo|ar_grpo)\.py\b[^|`\n]*?--preset[ =](\w+)|common\.memory --preset[ =](\w+)")
+    files = [os.path.join(REPO, "README.md"), *sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))]
+    files += [os.path.join(REPO, f"{name}.py") for name in presets]
+    found, unknown = 0, []
+    for path in files:
+        for n, line in enumerate(open(path, encoding="utf-8"), 1):
+            for script, name, memory_name in command.findall(line):
+                name, known = (name, presets[script]) if script else (memory_name, set().union(*presets.values()))
+                found += 1
+                if name not in known and not name.isupper():  # P, NAME: placeholders
+                    unknown.append(f"{os.path.relpath(path, REPO)}:{n}: --preset {name}")
+    assert found > 20 and not unknown, unknown
