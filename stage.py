@@ -32,8 +32,8 @@ STAGE choices (the default is the paper; docs/stage.md, "Paper vs released code"
 7. --release-mask-normalisation: Σ M·A·ρ / (ΣM + 1e-6) per group (= per GPU in the release, averaged over GPUs);
    --release-entropy-centring: λ·top·(R_ent − mean_top R_ent), a no-op when the top sample is unique.
 8. Entropies use the log-probs' distribution, π_θ's before the update; the entropy reward builds π_ref even when
-   β = 0. Constant LR (the paper states no schedule); the release decays it linearly to 0 and runs TF32: the
-   `*_release` presets. The release's gradient accumulation 2 is --prompts-per-step 16.
+   β = 0. Constant LR (the paper states no schedule: the `*_paper` presets); the release decays it linearly to 0
+   and runs TF32: the `*_release` presets. The release's gradient accumulation 2 is --prompts-per-step 16.
 
 Run:
     python stage.py                                          # STAGE on the ShapeWorld toy, CPU, minutes
