@@ -104,7 +104,7 @@ def timed(fn, repeats, device):
 # --suite paper: one GRPO step of each paper model at its real shape, random weights, on one GPU
 
 # model -> (its preset, the GPUs its release trained on: the per-GPU batch is P x G / GPUs, whole groups)
-PAPER = {"janus-pro-7b": ("geneval", 8), "janus-pro-1b": ("janus1b_geneval", 4),
+PAPER = {"janus-pro-7b": ("geneval_paper", 8), "janus-pro-1b": ("janus1b_geneval_paper", 4),
          "llamagen-c2i-xl": ("c2i_release", 8), "llamagen-t2i-xl": ("t2i_paper", 8)}
 WORDS = ["a photo of a red cat", "two blue dogs and a green car", "a yellow cup left of the square", "a circle"]
 

@@ -39,7 +39,7 @@ GCPO choices (docs/gcpo.md, "Paper vs released code", lists how the release diff
 
 Run:
     python gcpo.py                                          # the ShapeWorld toy on CPU, minutes
-    python gcpo.py --preset janus1b_hps                     # paper App. A.1 (PRESETS); explicit flags still win
+    python gcpo.py --preset janus1b_hps_paper               # paper App. A.1 (PRESETS); explicit flags still win
     torchrun --standalone --nproc_per_node=2 gcpo.py        # gloo on CPU, nccl on GPUs
 """
 from __future__ import annotations
@@ -192,10 +192,11 @@ class Args:
     """embeddings the group similarity compares: 'codebook' (VQ vectors) or 'input' (bk.input_embeds, Janus)"""
     t5_template: str = "{}"
     """LlamaGen t2i: the T5 input around the caption ('<|t2i|>A photo of {}<|soi|>' = the GCPO release)"""
-    preset: Literal["toy", "llamagen_hps", "janus1b_geneval", "janus1b_hps", "janus7b_geneval", "janus7b_hps",
+    preset: Literal["toy", "llamagen_hps_paper", "janus1b_geneval_paper", "janus1b_hps_paper",
+                    "janus7b_geneval_paper", "janus7b_hps_paper",
                     "llamagen_hps_release", "janus1b_geneval_release", "janus1b_hps_release"] = "toy"
-    """the paper's experiments (App. A.1) or the release's scripts (*_release), PRESETS; explicit flags still win;
-    --print-preset prints the resolved experiment and exits"""
+    """the paper's experiments (App. A.1: *_paper) or the release's scripts (*_release; none for Janus-Pro-7B),
+    PRESETS; explicit flags still win; --print-preset prints the resolved experiment and exits"""
 
 
 # Paper App. A.1 (max grad norm 1.0 everywhere; bf16 with fp32 master weights, the releases' DeepSpeed bf16).
@@ -215,11 +216,11 @@ _LLAMAGEN_HPS = dict(prompts="data/hps/train_data.json", eval_prompts="", t5_tem
 PRESETS = {"toy": {}} | {n: dict(zip(_A1, row), dtype="bfloat16", max_grad_norm=1.0,
                                  sim_embedding="codebook" if row[0].startswith("llamagen") else "input", **extra)
                          for n, (row, extra) in {
-    "llamagen_hps":    (("llamagen-t2i-xl", "hps", 1e-5, 0.04, 8, 1.0, 16, 16, 900, 0.5), _LLAMAGEN_HPS),
-    "janus1b_geneval": (("janus-pro-1b", "geneval_coco_strict", 3e-6, 0.01, 4, 5.0, 8, 8, 1600, 1.0), _GENEVAL),
-    "janus1b_hps":     (("janus-pro-1b", "hps", 1e-6, 0.01, 4, 5.0, 8, 8, 1600, 0.5), _JANUS_HPS),
-    "janus7b_geneval": (("janus-pro-7b", "geneval_coco_strict", 3e-6, 0.01, 4, 5.0, 8, 8, 1600, 0.6), _GENEVAL),
-    "janus7b_hps":     (("janus-pro-7b", "hps", 1e-6, 0.01, 8, 5.0, 16, 32, 1600, 1.0), _JANUS_HPS),
+    "llamagen_hps_paper":    (("llamagen-t2i-xl", "hps", 1e-5, 0.04, 8, 1.0, 16, 16, 900, 0.5), _LLAMAGEN_HPS),
+    "janus1b_geneval_paper": (("janus-pro-1b", "geneval_coco_strict", 3e-6, 0.01, 4, 5.0, 8, 8, 1600, 1.0), _GENEVAL),
+    "janus1b_hps_paper":     (("janus-pro-1b", "hps", 1e-6, 0.01, 4, 5.0, 8, 8, 1600, 0.5), _JANUS_HPS),
+    "janus7b_geneval_paper": (("janus-pro-7b", "geneval_coco_strict", 3e-6, 0.01, 4, 5.0, 8, 8, 1600, 0.6), _GENEVAL),
+    "janus7b_hps_paper":     (("janus-pro-7b", "hps", 1e-6, 0.01, 8, 5.0, 16, 32, 1600, 1.0), _JANUS_HPS),
 }.items()}
 # The release's scripts where they differ from A.1 (it ships scripts for Janus-Pro-1B and LlamaGen only).
 # Janus (janus/src/scripts/run_gcpo_{geneval,hps}.sh): 4 GPUs x 2 prompts x G 4 = A.1, --max_steps 1600, no
@@ -229,11 +230,11 @@ PRESETS = {"toy": {}} | {n: dict(zip(_A1, row), dtype="bfloat16", max_grad_norm=
 # 15,000 captions = 1875 steps; cosine_with_min_lr (min_lr_rate 0.1) after warmup_ratio 0.1; no --tf32 (off).
 _JANUS_RELEASE = dict(lr_schedule="linear", tf32=True, weight_clip=0.5, detach_weight=False)
 PRESETS |= {
-    "llamagen_hps_release": dict(PRESETS["llamagen_hps"], prompts_per_step=8, micro_batch_size=16, num_steps=1875,
-                                 lr_schedule="cosine_with_min_lr", lr_min_ratio=0.1, lr_warmup_ratio=0.1,
-                                 detach_weight=False),
-    "janus1b_geneval_release": dict(PRESETS["janus1b_geneval"], **_JANUS_RELEASE),
-    "janus1b_hps_release": dict(PRESETS["janus1b_hps"], **_JANUS_RELEASE),
+    "llamagen_hps_release": dict(PRESETS["llamagen_hps_paper"], prompts_per_step=8, micro_batch_size=16,
+                                 num_steps=1875, lr_schedule="cosine_with_min_lr", lr_min_ratio=0.1,
+                                 lr_warmup_ratio=0.1, detach_weight=False),
+    "janus1b_geneval_release": dict(PRESETS["janus1b_geneval_paper"], **_JANUS_RELEASE),
+    "janus1b_hps_release": dict(PRESETS["janus1b_hps_paper"], **_JANUS_RELEASE),
 }
 
 

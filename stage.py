@@ -32,8 +32,8 @@ STAGE choices (the default is the paper; docs/stage.md, "Paper vs released code"
 7. --release-mask-normalisation: Σ M·A·ρ / (ΣM + 1e-6) per group (= per GPU in the release, averaged over GPUs);
    --release-entropy-centring: λ·top·(R_ent − mean_top R_ent), a no-op when the top sample is unique.
 8. Entropies use the log-probs' distribution, π_θ's before the update; the entropy reward builds π_ref even when
-   β = 0. Constant LR (the paper states no schedule); the release decays it linearly to 0 and runs TF32: the
-   `*_release` presets. The release's gradient accumulation 2 is --prompts-per-step 16.
+   β = 0. Constant LR (the paper states no schedule: the `*_paper` presets); the release decays it linearly to 0
+   and runs TF32: the `*_release` presets. The release's gradient accumulation 2 is --prompts-per-step 16.
 
 Run:
     python stage.py                                          # STAGE on the ShapeWorld toy, CPU, minutes
@@ -179,9 +179,10 @@ class Args:
     lora_targets: str = ""
     """LoRA: comma-separated linear layers that get adapters ('' = the transformer's attention and MLP projections)"""
     # STAGE-specific
-    preset: Literal["toy", "geneval", "hps_mix", "ocr", "geneval_release", "hps_mix_release", "ocr_release"] = "toy"
-    """the paper's experiments (App. B.1) or the release's scripts (*_release), PRESETS; explicit flags still win;
-    --print-preset prints the resolved experiment and exits"""
+    preset: Literal["toy", "geneval_paper", "hps_mix_paper", "ocr_paper",
+                    "geneval_release", "hps_mix_release", "ocr_release"] = "toy"
+    """the paper's experiments (App. B.1: *_paper) or the release's scripts (*_release), PRESETS; explicit flags still
+    win; --print-preset prints the resolved experiment and exits"""
     reweight: bool = True
     """similarity-aware advantage reweighting Ã = M·A (Eqs. 5–8)"""
     kl_reweight: bool = True
@@ -207,15 +208,16 @@ JANUS = dict(model="janus-pro-7b", dtype="bfloat16", cfg_scale=5.0, group_size=8
              eval_prompts="")
 RELEASE = dict(lr_schedule="linear", tf32=True, release_mask_normalisation=True, release_entropy_centring=True)
 PRESETS = {"toy": {},
-           "geneval": dict(JANUS, reward="geneval_coco", lr=5e-6, beta=0.03, entropy_reward=True,
-                           prompts="data/geneval/evaluation_metadata_flow_grpo.json",
-                           eval_prompts="data/geneval/evaluation_metadata.jsonl", eval_detector="coco", eval_samples=4),
-           "hps_mix": dict(JANUS, reward="hps_git_gdino", lr=1e-6, beta=0.01, entropy_reward=False,
-                           prompts="data/t2i_r1/geneval_and_t2i_data_final.json",
-                           prompts_per_step=16),  # the release's 8 prompts x gradient accumulation 2
-           "ocr": dict(JANUS, reward="ocr", lr=1e-6, beta=0.01, entropy_reward=False,
-                       prompts="data/ocr/train_ocr_tag.json")}
-PRESETS |= {f"{name}_release": dict(PRESETS[name], **RELEASE) for name in ("geneval", "hps_mix", "ocr")}
+           "geneval_paper": dict(JANUS, reward="geneval_coco", lr=5e-6, beta=0.03, entropy_reward=True,
+                                 prompts="data/geneval/evaluation_metadata_flow_grpo.json",
+                                 eval_prompts="data/geneval/evaluation_metadata.jsonl", eval_detector="coco",
+                                 eval_samples=4),
+           "hps_mix_paper": dict(JANUS, reward="hps_git_gdino", lr=1e-6, beta=0.01, entropy_reward=False,
+                                 prompts="data/t2i_r1/geneval_and_t2i_data_final.json",
+                                 prompts_per_step=16),  # the release's 8 prompts x gradient accumulation 2
+           "ocr_paper": dict(JANUS, reward="ocr", lr=1e-6, beta=0.01, entropy_reward=False,
+                             prompts="data/ocr/train_ocr_tag.json")}
+PRESETS |= {f"{name}_release": dict(PRESETS[f"{name}_paper"], **RELEASE) for name in ("geneval", "hps_mix", "ocr")}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Memory planner: what one GRPO step of a preset needs on each GPU, and the flags that make it fit.
 
-    python -m common.memory --preset geneval --gpus 8 --gpu-gb 80
-    python -m common.memory --preset janus7b_hps --gpus 2 --gpu-gb 80 --lora-rank 64
+    python -m common.memory --preset geneval_paper --gpus 8 --gpu-gb 80
+    python -m common.memory --preset janus7b_hps_paper --gpus 2 --gpu-gb 80 --lora-rank 64
     python -m common.memory --table          # every preset on 1x24, 1x80, 2x80, 8x40 and 8x80 GB (docs/models.md)
 
 The model is built on the meta device from its configuration (no weights, no download, no GPU), and every tensor
@@ -512,7 +512,7 @@ def table() -> str:
 @dataclass
 class Args:
     preset: str = ""
-    """a preset of stage.py, gcpo.py or ar_grpo.py (e.g. geneval, janus7b_hps, t2i_paper)"""
+    """a preset of stage.py, gcpo.py or ar_grpo.py (e.g. geneval_paper, janus7b_hps_paper, t2i_release)"""
     gpus: int = 1
     """GPUs the run has (ranks under torchrun)"""
     gpu_gb: float = 80.0

@@ -1,6 +1,7 @@
 """Run plumbing shared by the algorithm scripts, that nobody reads a script to learn.
 
-`cli(Args, PRESETS)`, before anything is built: a --preset's values become the defaults (explicit flags still win);
+`cli(Args, PRESETS)`, before anything is built: a --preset's values become the defaults (explicit flags still win;
+a paper preset's old name `X` is answered with its new names, X_paper and X_release);
 every field must be in its range (RANGES), the model known, wandb installed for --track; a fresh run never writes
 into an existing run directory, --resume must name a complete checkpoint of the same experiment and inputs, and the
 run directory has one owner (its lock, common/rundir.py). Bad input ends in one line on stderr (`fail`,
@@ -123,6 +124,8 @@ def cli(args_cls, presets: dict | None = None):
     when not given, are the checkpoint's own run's (common/rundir.py). Rank 0 then owns the run directory (its lock).
     `--print-preset` prints the resolved experiment (common/experiment.py) and exits 0 without building or writing
     anything."""
+    if problem := renamed_preset(sys.argv[1:], presets or {}):
+        fail(problem)
     show = "--print-preset" in sys.argv[1:]
     if show:
         sys.argv = [a for a in sys.argv if a != "--print-preset"]
@@ -164,6 +167,17 @@ def cli(args_cls, presets: dict | None = None):
         rundir.identify(run_dir(args), new=parent is not None or not args.resume, parent=parent)
     stop_on_disk_errors(run_dir(args), oom=_oom_advice(args))
     return args
+
+
+def renamed_preset(argv: list[str], presets: dict) -> str:
+    """One line for a --preset given by its old name, where the paper's experiment is now `<name>_paper` beside the
+    release's `<name>_release` ("" otherwise; tyro answers any other unknown name)."""
+    for flag, value in zip(argv, argv[1:] + [""]):
+        name = flag.split("=", 1)[1] if flag.startswith("--preset=") else value if flag == "--preset" else ""
+        if name and name not in presets and f"{name}_paper" in presets:
+            release = f" or {name}_release (the release's script)" if f"{name}_release" in presets else ""
+            return f"--preset {name}: renamed; use {name}_paper (the paper's settings){release}"
+    return ""
 
 
 def _oom_advice(args) -> Callable[[int | None], str]:

@@ -4,7 +4,7 @@ architectures shrunk.
 
     env = build_assets(root)          # a few MB of random weights under root, the env vars that point at them
     shrink()                          # in the process that loads them: the shrunk LlamaGen / HPS / MANIQA sizes
-    rc, record, out, err = rehearse("stage.py", ["--preset", "geneval", ...], cwd=tmp, env=env)
+    rc, record, out, err = rehearse("stage.py", ["--preset", "geneval_paper", ...], cwd=tmp, env=env)
 
 What is written (all random, seeded, deterministic):
 - Janus-Pro-1B / 7B: a tiny transformers Janus (common/janus.py) in a genuine Hugging Face hub cache layout
@@ -37,7 +37,7 @@ Use in tests (pytest-xdist: each worker builds its own copy, ~3-6 s):
     from rehearsal_assets import rehearsal_env, rehearse, param_delta  # noqa: F401  (rehearsal_env: fixture)
 
     def test_x(rehearsal_env, tmp_path):
-        rc, record, out, err = rehearse("gcpo.py", ["--preset", "janus1b_hps", ...], cwd=tmp_path, env=rehearsal_env)
+        rc, record, out, err = rehearse("gcpo.py", ["--preset", "janus1b_hps_paper", ...], cwd=tmp_path, env=rehearsal_env)
 
 In-process (no subprocess): `apply_env(monkeypatch, env)` then `shrink(monkeypatch)`.
 """

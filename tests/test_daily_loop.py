@@ -203,7 +203,7 @@ def test_presets_turn_the_guard_on(tmp_path, monkeypatch):
     import stage
     from common.run import cli
 
-    for argv, expect in ((["--preset", "geneval"], 20), (["--preset", "geneval", "--stop-on-flat", "0"], 0),
+    for argv, expect in ((["--preset", "geneval_paper"], 20), (["--preset", "geneval_paper", "--stop-on-flat", "0"], 0),
                          ([], 0)):
         monkeypatch.setattr(sys, "argv", ["stage.py", *argv, "--out-dir", str(tmp_path / str(len(argv)))])
         assert cli(stage.Args, stage.PRESETS).stop_on_flat == expect

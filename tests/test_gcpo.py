@@ -193,11 +193,11 @@ def test_presets_are_args_fields_and_match_the_paper():
     fields = {f.name for f in dataclasses.fields(Args)}
     assert PRESETS["toy"] == {} and all(set(p) <= fields for p in PRESETS.values())
     table = {  # lr, beta, G, cfg, prompts/device, steps, grad. accumulation, c (A.1); 4 GPUs
-        "llamagen_hps": (1e-5, 0.04, 8, 1, 2, 900, 2, 0.5),
-        "janus1b_geneval": (3e-6, 0.01, 4, 5, 2, 1600, 1, 1.0),
-        "janus1b_hps": (1e-6, 0.01, 4, 5, 2, 1600, 1, 0.5),
-        "janus7b_geneval": (3e-6, 0.01, 4, 5, 2, 1600, 1, 0.6),
-        "janus7b_hps": (1e-6, 0.01, 8, 5, 4, 1600, 1, 1.0),
+        "llamagen_hps_paper": (1e-5, 0.04, 8, 1, 2, 900, 2, 0.5),
+        "janus1b_geneval_paper": (3e-6, 0.01, 4, 5, 2, 1600, 1, 1.0),
+        "janus1b_hps_paper": (1e-6, 0.01, 4, 5, 2, 1600, 1, 0.5),
+        "janus7b_geneval_paper": (3e-6, 0.01, 4, 5, 2, 1600, 1, 0.6),
+        "janus7b_hps_paper": (1e-6, 0.01, 8, 5, 4, 1600, 1, 1.0),
     }
     for name, (lr, beta, G, cfg, bs, steps, ga, c) in table.items():
         p = PRESETS[name]
@@ -214,10 +214,10 @@ def run_gcpo(extra, tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--preset", "janus7b_hps"], "prompt file not found: data/hps/hps_train_metadata.json"),
-    (["--preset", "janus7b_hps", "--model", "janus-pro-7b", "--prompts", "data/shapeworld/train.jsonl"],
+    (["--preset", "janus7b_hps_paper"], "prompt file not found: data/hps/hps_train_metadata.json"),
+    (["--preset", "janus7b_hps_paper", "--model", "janus-pro-7b", "--prompts", "data/shapeworld/train.jsonl"],
      "Janus-Pro weights not found locally"),
-    (["--preset", "janus7b_hps", "--prompts", "data/shapeworld/train.jsonl"],
+    (["--preset", "janus7b_hps_paper", "--prompts", "data/shapeworld/train.jsonl"],
      "reward 'hps' needs HPS_v2.1_compressed.pt"),  # explicit --model tiny wins
     (["--t5-template", "no caption"], "must hold the caption's place"),
     (["--critical-frac", "0.4"], "--critical-frac 0.4"),

@@ -154,7 +154,7 @@ def test_full_disk_mid_run_is_one_line(tmp_path, monkeypatch):
 
 PARSE_ERRORS = [  # tyro's boxed parse errors become one line naming the flag (common/cli.py)
     (["grpo_vanilla.py", "--lr", "x"], "error: Error parsing --lr: could not convert string to float: 'x'"),
-    (["stage.py", "--preset", "geneval", "--lrr", "1"], "error: Unrecognized options: --lrr, 1; perhaps --lr"),
+    (["stage.py", "--preset", "geneval_paper", "--lrr", "1"], "error: Unrecognized options: --lrr, 1; perhaps --lr"),
     (["gcpo.py", "--dtype", "float8"], "error: invalid choice 'float8' for argument '--dtype'"),
     (["evaluate.py", "--nn", "3"], "perhaps --images-per-prompt, --n (see python evaluate.py --help)"),
     (["study.py", "--study"], "error: Missing value for argument '--study'"),
@@ -168,6 +168,22 @@ def test_parse_errors_are_one_line(argv, message):
                        env={**os.environ, "PYTHONPATH": REPO})
     assert p.returncode == 2 and p.stdout == "", p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and message in p.stderr, p.stderr
+
+
+RENAMED = [  # a paper preset's old name (#22): one line naming <name>_paper and, where the release has one, _release
+    (["stage.py", "--preset", "geneval"],
+     "error: --preset geneval: renamed; use geneval_paper (the paper's settings) or geneval_release (the release's "
+     "script)"),
+    (["gcpo.py", "--preset=janus7b_hps", "--print-preset"],
+     "error: --preset janus7b_hps: renamed; use janus7b_hps_paper (the paper's settings)"),
+]
+
+
+@pytest.mark.parametrize("argv, message", RENAMED, ids=[" ".join(a) for a, _ in RENAMED])
+def test_renamed_preset_is_one_line(argv, message):
+    p = subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 1 and p.stdout == "" and p.stderr.strip() == message, p.stderr
 
 
 def test_parse_error_panel_in_either_drawing():

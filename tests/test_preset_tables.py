@@ -2,7 +2,7 @@
 
 Per preset: prompts per optimizer step P, group size G, the number of steps, the learning rate the optimizer uses at
 step 1, at the middle step ceil(N/2) and at the last step N, and TF32. `_release` presets are the release's training
-script; the others are the paper's text, which states no LR schedule (constant here) and no TF32 (off). Paths and
+script; `_paper` presets are the paper's text, which states no LR schedule (constant here) and no TF32 (off). Paths and
 line numbers are inside the releases: krennic999/STAGE, zghhui/GCPO (branch master), Kwai-Klear/AR-GRPO.
 
 How the releases' numbers combine (the HF Trainer and TRL conventions they run on):
@@ -38,9 +38,9 @@ def _cosine(i, warmup=188, total=1875, floor=0.1):  # transformers' cosine_with_
 TABLE = {
     # STAGE paper App. B.1 / §B: 8 prompts x G 8, lr 5e-6 (GenEval) or 1e-6 (HPS mix, OCR), 1600 steps; the HPS mix
     # uses gradient accumulation 2 (16 prompts per optimizer step).
-    ("stage", "geneval"): (8, 8, 1600, 5e-6, 5e-6, 5e-6, False),
-    ("stage", "hps_mix"): (16, 8, 1600, 1e-6, 1e-6, 1e-6, False),
-    ("stage", "ocr"): (8, 8, 1600, 1e-6, 1e-6, 1e-6, False),
+    ("stage", "geneval_paper"): (8, 8, 1600, 5e-6, 5e-6, 5e-6, False),
+    ("stage", "hps_mix_paper"): (16, 8, 1600, 1e-6, 1e-6, 1e-6, False),
+    ("stage", "ocr_paper"): (8, 8, 1600, 1e-6, 1e-6, 1e-6, False),
     # STAGE src/scripts/run_training_geneval.py: --nproc_per_node=8 (l.15), per_device_train_batch_size 1 (l.31),
     # gradient_accumulation_steps 1 (l.32), new_generations_image 8 (l.41), max_steps 1600 (l.38), tf32 true (l.47),
     # learning_rate 5e-6 (l.48), no lr_scheduler_type (linear to 0).
@@ -50,11 +50,11 @@ TABLE = {
     # run_training_ocr.py: gradient_accumulation_steps 1 (l.32), tf32 (l.48), learning_rate 1e-6 (l.49)
     ("stage", "ocr_release"): (8, 8, 1600, 1e-6, 1e-6 * LINEAR_MID, 1e-6 * LINEAR_LAST, True),
     # GCPO paper App. A.1 (batch size x gradient accumulation x the 4 GPUs of the release scripts), constant LR
-    ("gcpo", "llamagen_hps"): (16, 8, 900, 1e-5, 1e-5, 1e-5, False),
-    ("gcpo", "janus1b_geneval"): (8, 4, 1600, 3e-6, 3e-6, 3e-6, False),
-    ("gcpo", "janus1b_hps"): (8, 4, 1600, 1e-6, 1e-6, 1e-6, False),
-    ("gcpo", "janus7b_geneval"): (8, 4, 1600, 3e-6, 3e-6, 3e-6, False),
-    ("gcpo", "janus7b_hps"): (16, 8, 1600, 1e-6, 1e-6, 1e-6, False),
+    ("gcpo", "llamagen_hps_paper"): (16, 8, 900, 1e-5, 1e-5, 1e-5, False),
+    ("gcpo", "janus1b_geneval_paper"): (8, 4, 1600, 3e-6, 3e-6, 3e-6, False),
+    ("gcpo", "janus1b_hps_paper"): (8, 4, 1600, 1e-6, 1e-6, 1e-6, False),
+    ("gcpo", "janus7b_geneval_paper"): (8, 4, 1600, 3e-6, 3e-6, 3e-6, False),
+    ("gcpo", "janus7b_hps_paper"): (16, 8, 1600, 1e-6, 1e-6, 1e-6, False),
     # GCPO janus/src/scripts/run_gcpo_geneval.sh: learning_rate=3e-6 (l.16), --nproc_per_node 4 (l.20),
     # per_device_train_batch_size 2 (l.34), gradient_accumulation_steps 1 (l.35), max_steps 1600 (l.42),
     # new_generations_image 4 (l.45), tf32 true (l.50), no lr_scheduler_type (linear to 0)
@@ -147,3 +147,31 @@ def test_print_preset_shows_the_resolved_experiment(tmp_path):
     assert "prompts x G = 8 x 8 = 64 images" in lines
     assert "LR at step 1 / 800 / 1600: 1e-06 / 5.006e-07 / 6.25e-10" in lines and "TF32: on" in lines
     assert os.listdir(tmp_path) == []  # no run directory
+
+
+def test_docs_name_presets_that_exist():
+    """Every `stage.py / gcpo.py / ar_grpo.py ... --preset NAME` and `common.memory --preset NAME` in README.md, docs/
+    and the scripts' docstrings names a preset of that script (the paper presets are NAME_paper since #22)."""
+    import glob
+    import os
+    import re
+
+    import ar_grpo
+    import gcpo
+    import stage
+
+    from conftest import REPO
+
+    presets = {m.__name__: set(m.PRESETS) for m in (stage, gcpo, ar_grpo)}
+    command = re.compile(r"\b(stage|gcpo|ar_grpo)\.py\b[^|`\n]*?--preset[ =](\w+)|common\.memory --preset[ =](\w+)")
+    files = [os.path.join(REPO, "README.md"), *sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))]
+    files += [os.path.join(REPO, f"{name}.py") for name in presets]
+    found, unknown = 0, []
+    for path in files:
+        for n, line in enumerate(open(path, encoding="utf-8"), 1):
+            for script, name, memory_name in command.findall(line):
+                name, known = (name, presets[script]) if script else (memory_name, set().union(*presets.values()))
+                found += 1
+                if name not in known and not name.isupper():  # P, NAME: placeholders
+                    unknown.append(f"{os.path.relpath(path, REPO)}:{n}: --preset {name}")
+    assert found > 20 and not unknown, unknown

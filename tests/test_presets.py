@@ -71,14 +71,14 @@ GENEVAL_MODEL = ("geneval_coco",)
 PAPER = {"clip", "hps", "maniqa", "qwen_label", "qwen_fake", "qwen_weird"}
 # (script, preset): (files, reward names, evaluates with the COCO detector)
 CASES = {
-    ("stage.py", "geneval"): (["geneval_train", "geneval_eval"], {"geneval_coco"}, True),
-    ("stage.py", "hps_mix"): (["t2i_r1"], {"hps_git_gdino"}, False),
-    ("stage.py", "ocr"): (["ocr"], {"ocr"}, False),
-    ("gcpo.py", "llamagen_hps"): (["llamagen_hps"], {"hps"}, False),
-    ("gcpo.py", "janus1b_geneval"): (["gcpo_geneval_train", "geneval_eval"], {"geneval_coco_strict"}, True),
-    ("gcpo.py", "janus1b_hps"): (["janus_hps"], {"hps"}, False),
-    ("gcpo.py", "janus7b_geneval"): (["gcpo_geneval_train", "geneval_eval"], {"geneval_coco_strict"}, True),
-    ("gcpo.py", "janus7b_hps"): (["janus_hps"], {"hps"}, False),
+    ("stage.py", "geneval_paper"): (["geneval_train", "geneval_eval"], {"geneval_coco"}, True),
+    ("stage.py", "hps_mix_paper"): (["t2i_r1"], {"hps_git_gdino"}, False),
+    ("stage.py", "ocr_paper"): (["ocr"], {"ocr"}, False),
+    ("gcpo.py", "llamagen_hps_paper"): (["llamagen_hps"], {"hps"}, False),
+    ("gcpo.py", "janus1b_geneval_paper"): (["gcpo_geneval_train", "geneval_eval"], {"geneval_coco_strict"}, True),
+    ("gcpo.py", "janus1b_hps_paper"): (["janus_hps"], {"hps"}, False),
+    ("gcpo.py", "janus7b_geneval_paper"): (["gcpo_geneval_train", "geneval_eval"], {"geneval_coco_strict"}, True),
+    ("gcpo.py", "janus7b_hps_paper"): (["janus_hps"], {"hps"}, False),
     ("stage.py", "geneval_release"): (["geneval_train", "geneval_eval"], {"geneval_coco"}, True),
     ("stage.py", "hps_mix_release"): (["t2i_r1"], {"hps_git_gdino"}, False),
     ("stage.py", "ocr_release"): (["ocr"], {"ocr"}, False),
@@ -92,7 +92,7 @@ CASES = {
 }
 # RapidOCR's real models read no text in a random model's images: the OCR reward is 0 for every image, so the
 # advantages are 0 and the weights cannot move. Its movement and bf16 checks train on the tiny HPS model instead.
-CONSTANT_ON_TINY = {("stage.py", "ocr"): ["--reward", "hps"], ("stage.py", "ocr_release"): ["--reward", "hps"]}
+CONSTANT_ON_TINY = {("stage.py", "ocr_paper"): ["--reward", "hps"], ("stage.py", "ocr_release"): ["--reward", "hps"]}
 # only the prompts per step and the run length are shrunk (and micro-batches off); everything else is the preset's
 SMALL = ["--num-steps", "2", "--prompts-per-step", "2", "--micro-batch-size", "0", "--eval-samples", "1",
          "--image-every", "0", "--save-every", "1", "--keep-last", "3", "--out-dir", "runs"]

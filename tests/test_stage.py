@@ -234,7 +234,7 @@ def test_loss_per_token_advantage_and_kl_weight():
 
 
 def test_presets_match_the_paper():
-    g, h, o = PRESETS["geneval"], PRESETS["hps_mix"], PRESETS["ocr"]
+    g, h, o = PRESETS["geneval_paper"], PRESETS["hps_mix_paper"], PRESETS["ocr_paper"]
     assert PRESETS["toy"] == {}
     assert (g["lr"], g["beta"], g["group_size"], g["prompts_per_step"], g["cfg_scale"], g["num_steps"],
             g["entropy_reward"]) == (5e-6, 0.03, 8, 8, 5.0, 1600, True)
@@ -266,8 +266,8 @@ def test_geneval_preset_stops_in_one_line_naming_what_is_missing(rows, message, 
         _write_jsonl(tmp_path / "data/geneval/evaluation_metadata.jsonl", [COCO_ROW])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, "HF_HUB_OFFLINE": "1",
            "HF_HUB_CACHE": str(tmp_path / "empty_cache")}
-    p = subprocess.run([sys.executable, os.path.join(REPO, "stage.py"), "--preset", "geneval"], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run([sys.executable, os.path.join(REPO, "stage.py"), "--preset", "geneval_paper"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=300)
     lines = p.stderr.strip().splitlines()
     assert p.returncode != 0 and lines[-1].startswith("error:") and message in lines[-1], p.stderr[-2000:]
     assert "Traceback" not in p.stderr
