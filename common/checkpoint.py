@@ -39,13 +39,6 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 import torch.distributed as dist
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
 
 from common.lora import has_lora, lora_meta
 from common.prompts import unique_keys
@@ -97,6 +90,9 @@ def save(root: str, step: int, policy: torch.nn.Module, optimizer, scheduler, tr
     rank, world = _world()
     lora = has_lora(policy)  # LoRA: the adapters only (the frozen base is the run's --model)
     if _reshard(policy) or rank == 0:  # FSDP2: a collective gather (rank 0 keeps it); DDP: rank 0's full copy
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)  # lazy: ~1 s to import
+
         full = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=lora)
         model_sd = get_model_state_dict(policy, options=full)
         optim_sd = get_optimizer_state_dict(policy, optimizer, options=full)
@@ -309,6 +305,9 @@ def _torch_load(path: str):
 def load(path: str, policy: torch.nn.Module, optimizer, scheduler) -> dict:
     """Restore policy, optimizer, scheduler and this rank's RNG states from a checkpoint (collective).
     -> the train_state dict given to `save`, plus "step"."""
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         set_model_state_dict, set_optimizer_state_dict)
+
     path = resolve(path)
     rank, world = _world()
     _reshard(policy)

@@ -65,7 +65,7 @@ def _linear_taps(src: int, dst: int, device) -> tuple[torch.Tensor, torch.Tensor
 
 def _fixed(frac: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """11-bit fixed-point weights of the two taps, each rounded on its own (they need not sum to 2048)."""
-    return ((1 - frac) * 2048).round().long(), (frac * 2048).round().long()
+    return ((1 - frac) * 2048).round().int(), (frac * 2048).round().int()
 
 
 def resize_u8(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -74,7 +74,7 @@ def resize_u8(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     fixed point: a horizontal pass with 11-bit weights (columns outside the image take the edge pixel), then a
     vertical one that drops 4 bits of each row sum, keeps the high 16 bits of each product and rounds off the last
     2 bits; an exact 2x reduction is a rounded 2x2 average instead."""
-    x = images.long()
+    x = images.int()  # int32 holds every intermediate: a row sum is <= 255 x 2049, a product after >> 4 < 2^27
     (h, w), (nh, nw) = x.shape[-2:], size
     if (nh, nw) == (h, w):
         return x.float()

@@ -1,8 +1,6 @@
-"""The shipped ShapeWorld toy model: loading, sampling, and a short seeded RL run that raises the reward."""
+"""The shipped ShapeWorld toy model: loading, sampling and evaluation (one process and two)."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -33,16 +31,9 @@ def test_load_shipped_toy_and_sample():
     assert GenEvalJudge("coco").quality(images) is None  # real images: no quality model in the evaluation
 
 
-@pytest.mark.slow
-def test_short_rl_run_raises_reward(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
-    cmd = [sys.executable, "grpo_vanilla.py", "--num-steps", "30", "--prompts-per-step", "8", "--eval-samples", "0",
-           "--image-every", "0", "--out-dir", str(tmp_path), "--seed", "0"]
-    p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert p.returncode == 0, p.stderr[-2000:]
-    r = [json.loads(line)["charts/reward_mean"] for line in open(tmp_path / "grpo_vanilla_s0" / "metrics.jsonl")]
-    first, last = sum(r[:10]) / 10, sum(r[-10:]) / 10
-    assert last > first + 0.02, (first, last)
+# That vanilla GRPO learns the toy's own reward from the shipped weights is checked by the course kit's outcome
+# exercise on this repository (tests/test_assignments.py test_selfcheck: 60 steps, held-out strict GenEval gain over
+# the shipped weights), and every script's update direction by tests/test_direction.py.
 
 
 def _eval_rank(rank: int, world_size: int, init: str, out: str):
