@@ -105,9 +105,10 @@ def _precision_key(script: str, preset: str) -> tuple:
     return key + (a.lr, a.lr_schedule, a.lr_warmup_ratio, a.lr_min_ratio) if a.dtype == "bfloat16-pure" else key
 
 
-# precision key -> the rehearsal that runs the check for every preset of that key (one whose reward varies on tiny)
+# precision key -> the rehearsal that runs the check for every preset of that key: one whose reward varies on the
+# tiny models, preferably one without the GenEval evaluation (the cheapest to run twice)
 PRECISION_CASE = {}
-for _case in sorted(CASES, key=lambda c: (c in CONSTANT_ON_TINY, c)):
+for _case in sorted(CASES, key=lambda c: (c in CONSTANT_ON_TINY, CASES[c][2], c)):
     PRECISION_CASE.setdefault(_precision_key(*_case), _case)
 # only the prompts per step and the run length are shrunk (and micro-batches off); everything else is the preset's
 SMALL = ["--num-steps", "2", "--prompts-per-step", "2", "--micro-batch-size", "0", "--eval-samples", "1",

@@ -27,13 +27,14 @@ def test_smoke(script, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_torchrun_two_processes_match_one(script, tmp_path):
-    """2 ranks x 2 prompts == 1 rank x 4 prompts: same rollouts (noise is seeded per group), gradients
-    averaged by DDP, so the updates agree up to float summation order; ranks stay identical."""
+def test_torchrun_two_processes_match_one_and_fsdp2(script, tmp_path):
+    """2 DDP ranks x 2 prompts == 1 rank x 4 prompts: same rollouts (noise is seeded per group), gradients averaged
+    by DDP, so the updates agree up to float summation order; ranks stay identical. And 2 FSDP2 ranks (sharded,
+    activation checkpointing, 2 micro-batches) == the 2 DDP ranks, parameters after 2 steps."""
     name = script[:-3]
     args = [*tiny_args(script), "--num-steps", "2"]
-    p = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script, *args],
-            tmp_path / "ddp")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script, *args]
+    p = run(torchrun, tmp_path / "ddp")
     assert "parameters identical on all 2 ranks" in p.stdout
     run([sys.executable, script, *args], tmp_path / "single")
     assert_same_update(policy(tmp_path / "ddp", name), policy(tmp_path / "single", name), script)
@@ -41,6 +42,8 @@ def test_torchrun_two_processes_match_one(script, tmp_path):
     std = [[json.loads(line)["charts/reward_std"] for line in open(tmp_path / d / f"{name}_s0" / "metrics.jsonl")]
            for d in ("ddp", "single")]
     assert std[0][0] == pytest.approx(std[1][0], rel=1e-5) and std[0][0] > 0
+    run(torchrun + ["--dist", "fsdp2", "--activation-checkpointing", "--micro-batch-size", "4"], tmp_path / "fsdp")
+    assert_same_update(policy(tmp_path / "ddp", name), policy(tmp_path / "fsdp", name), script)
 
 
 @pytest.mark.parametrize(
