@@ -205,8 +205,9 @@ def plan_memory(args_cls, args, gpus: int, gpu_gb: float):
     from common.memory import report
 
     if args.model not in MODELS:
-        fail(f"--plan-memory: plans a model by its name ({', '.join(MODELS)}), not the weights directory "
-             f"{args.model}: pass --model with the name of its architecture")
+        what = "a weights directory" if os.path.isdir(args.model) else "an unknown model"
+        fail(f"--plan-memory: --model {args.model} is {what}; the planner builds a named architecture on the meta "
+             f"device: pass --model with its name ({', '.join(MODELS)})")
     module = sys.modules.get(args_cls.__module__)
     script = os.path.splitext(os.path.basename(getattr(module, "__file__", None) or sys.argv[0]))[0]
     print(report(script, args, gpus, gpu_gb), flush=True)
