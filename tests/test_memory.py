@@ -157,30 +157,58 @@ def test_planner_answers_for_every_preset_and_setup():
     rows = [r for r in p.stdout.splitlines() if r.startswith("| `")]
     assert [r.split("`")[1] for r in rows] == list(preset_runs()) and all(r.count("|") == 8 for r in rows)
     assert "--dist fsdp2" in p.stdout and "GiB" in p.stdout
+    docs = open(os.path.join(REPO, "docs", "models.md"), encoding="utf-8").read()
+    assert p.stdout in docs, "docs/models.md's table is not the output of python bench.py --memory-table"
 
 
-def test_plan_memory_plans_the_run_as_resolved():
+def plan(monkeypatch, capsys, script, *argv) -> str:
+    """`python <script>.py *argv` in this process: what cli prints before it exits 0."""
+    from common.run import cli
+
+    monkeypatch.setattr(sys, "argv", [f"{script.__name__}.py", *argv])
+    with pytest.raises(SystemExit) as stop:
+        cli(script.Args, getattr(script, "PRESETS", None))
+    assert stop.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_plan_memory_plans_the_run_as_resolved(monkeypatch, capsys):
     """`--plan-memory NxGB` on a script: the planner's answer for the run as its preset AND its explicit flags resolve
-    it (here --group-size halves the images per GPU), without building anything."""
+    it (here --group-size halves the images per GPU), without building anything; grpo_vanilla.py (no presets) too."""
     from dataclasses import replace
 
     import ar_grpo
+    import grpo_vanilla
     from common.memory import report
 
-    p = run("ar_grpo.py", "--preset", "c2i_paper", "--plan-memory", "1x24")
-    assert p.returncode == 0, p.stderr[-2000:]
-    lines = p.stdout.splitlines()
+    out = plan(monkeypatch, capsys, ar_grpo, "--preset", "c2i_paper", "--plan-memory", "1x24")
+    lines = out.splitlines()
     assert lines[0] == ("ar_grpo.py --preset c2i_paper: llamagen-c2i-b, --dtype bfloat16, beta 0.1, 8 prompts x G = 8;"
                         " 1 x 24 GB") and lines[1].startswith("per GPU: 64 images per step; setting ")
     for line in ("weights (policy)", "gradients", "optimizer", "reference", "rollout KV cache", "activations",
                  "rewards", "FITS"):
-        assert line in p.stdout
+        assert line in out
     args = replace(ar_grpo.Args(), **ar_grpo.PRESETS["c2i_paper"], preset="c2i_paper")
-    assert p.stdout == report("ar_grpo", args, 1, 24) + "\n"
-    g4 = run("ar_grpo.py", "--preset", "c2i_paper", "--group-size", "4", "--plan-memory=1x24")
-    assert g4.returncode == 0, g4.stderr[-2000:]
-    assert "8 prompts x G = 4" in g4.stdout and "per GPU: 32 images per step" in g4.stdout
-    assert g4.stdout == report("ar_grpo", replace(args, group_size=4), 1, 24) + "\n"
+    assert out == report("ar_grpo", args, 1, 24) + "\n"
+    g4 = plan(monkeypatch, capsys, ar_grpo, "--preset", "c2i_paper", "--group-size", "4", "--plan-memory=1x24")
+    assert "8 prompts x G = 4" in g4 and "per GPU: 32 images per step" in g4
+    assert g4 == report("ar_grpo", replace(args, group_size=4), 1, 24) + "\n"
+    vanilla = plan(monkeypatch, capsys, grpo_vanilla, "--model", "llamagen-c2i-b", "--prompts-per-step", "4",
+                   "--plan-memory", "2x24")
+    assert vanilla.startswith("grpo_vanilla.py: llamagen-c2i-b, --dtype ") and "; 2 x 24 GB\n" in vanilla
+
+
+@pytest.mark.slow
+def test_plan_memory_from_the_command_line():
+    """The same as a command: `python stage.py --preset geneval_paper --plan-memory 8x80` prints the planner's report
+    of the preset's run (what `python -m common.memory --preset geneval_paper --gpus 8 --gpu-gb 80` printed)."""
+    from bench import preset_runs
+    from common.memory import report
+
+    p = run("stage.py", "--preset", "geneval_paper", "--plan-memory", "8x80")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout == report(*preset_runs()["geneval_paper"], 8, 80) + "\n"
+    assert p.stdout.splitlines()[-1] == "FITS: --dist fsdp2"
 
 
 def test_plan_memory_bad_value_is_one_line():
