@@ -166,7 +166,7 @@ def test_docs_name_presets_that_exist():
 
     presets = {m.__name__: set(m.PRESETS) for m in (stage, gcpo, ar_grpo)}
     command = re.compile(r"\b(stage|gcpo|ar_grpo)\.py\b[^|`\n]*?--preset[ =](\w+)")
-    setup = re.compile(r"--plan-memory[ =]([^\s`]+)")
+    setup = re.compile(r"--plan-memory[ =]([\w.]+)")
     files = [os.path.join(REPO, "README.md"), *sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))]
     files += [os.path.join(REPO, f"{name}.py") for name in presets]
     found, unknown = 0, []
