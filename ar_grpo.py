@@ -185,7 +185,7 @@ class Args:
     # AR-GRPO-specific
     preset: Literal["toy", "c2i_paper", "c2i_release", "t2i_paper", "t2i_release"] = "toy"
     """paper / release experiments (PRESETS); flags given explicitly still win; --print-preset prints the resolved
-    experiment and exits"""
+    experiment, --plan-memory NxGB its memory on N GPUs of GB GB, and exits"""
     lambda_c: float = 1.0
     """λ_C: weight of the conditional-alignment reward r_C (Eq. 10)"""
     lambda_i: float = 1.0

@@ -4,6 +4,7 @@ and one GRPO step's time split into sampling / reward / update, measured side by
     python bench.py                      # the toy model on CPU
     python bench.py --model tiny --device cuda
     python bench.py --suite paper --random-weights --device cuda --out paper_bench.json
+    python bench.py --memory-table       # the memory planner on every preset and five GPU setups (docs/models.md)
 
 `--suite paper` builds each paper model at its real shape with random weights, directly on the device (Janus-Pro-7B
 and -1B from transformers' Janus config, LlamaGen c2i-XL and t2i-XL from common/llamagen.py, FLAN-T5-XL's encoder for
@@ -63,6 +64,9 @@ class Args:
     """--suite paper: the same architectures at a CPU size (the test)"""
     out: str = ""
     """--suite paper: write the figures to this JSON file"""
+    memory_table: bool = False
+    """print the memory planner's markdown table (common/memory.py) of every preset of stage.py, gcpo.py and
+    ar_grpo.py on 1x24, 1x80, 2x80, 8x40 and 8x80 GB, and exit (the table in docs/models.md)"""
 
 
 def parse_args() -> Args:
@@ -106,6 +110,28 @@ def timed(fn, repeats, device):
 # model -> (its preset, the GPUs its release trained on: the per-GPU batch is P x G / GPUs, whole groups)
 PAPER = {"janus-pro-7b": ("geneval_paper", 8), "janus-pro-1b": ("janus1b_geneval_paper", 4),
          "llamagen-c2i-xl": ("c2i_release", 8), "llamagen-t2i-xl": ("t2i_paper", 8)}
+
+
+def preset_runs() -> dict[str, tuple[str, object]]:
+    """preset -> (its script's module name, the script's Args with the preset applied, as `--preset` applies it) for
+    every preset of stage.py, gcpo.py and ar_grpo.py but the toy. bench.py is a top-level script and may import the
+    others; common/ never does (common/memory.py takes a run's resolved Args)."""
+    from dataclasses import replace
+
+    import ar_grpo
+    import gcpo
+    import stage
+    from common.run import PRESET_DEFAULTS
+
+    runs = {}
+    for script in (stage, gcpo, ar_grpo):
+        for preset, values in script.PRESETS.items():
+            if preset != "toy":
+                args = replace(script.Args(), **{**PRESET_DEFAULTS, **values}, preset=preset)
+                runs[preset] = (script.__name__, args)
+    return runs
+
+
 WORDS = ["a photo of a red cat", "two blue dogs and a green car", "a yellow cup left of the square", "a circle"]
 
 
@@ -194,11 +220,11 @@ def grpo_step(name: str, args: Args, log) -> dict:
     import functools
 
     from common.distributed import activation_checkpointing
-    from common.memory import GIB, LORA_TARGETS, find_fit, flags, peft_lora, preset_args, shapes
+    from common.memory import GIB, LORA_TARGETS, find_fit, flags, peft_lora, shapes
     from rewards.color import ColorFraction
 
     preset, paper_gpus = PAPER[name]
-    script, pa = preset_args(preset)
+    script, pa = preset_runs()[preset]
     storage = torch.bfloat16 if pa.dtype == "bfloat16-pure" else torch.float32
     mixed = pa.dtype == "bfloat16"
     dev = torch.device(args.device)
@@ -209,12 +235,12 @@ def grpo_step(name: str, args: Args, log) -> dict:
               "per_gpu_batch_paper": per_gpu, "gpu_gb": round(gpu_gb, 1)}
     share = pa.group_size if args.shrink else per_gpu  # the CPU test: one group
     while share >= pa.group_size:
-        fit = find_fit(preset, 1, gpu_gb, model=twin, batch=share, with_rewards=False, allow_offload=False)
+        fit = find_fit(pa, 1, gpu_gb, model=twin, batch=share, with_rewards=False, allow_offload=False)
         if fit.ok:
             break
         share //= 2
     share = max(share, pa.group_size)
-    fit = find_fit(preset, 1, gpu_gb, model=twin, batch=share, with_rewards=False, allow_offload=False)
+    fit = find_fit(pa, 1, gpu_gb, model=twin, batch=share, with_rewards=False, allow_offload=False)
     s = fit.setting
     result.update(images=share, planner_fits=fit.ok, flags=flags(fit, pa, share),
                   predicted_gib={"static": fit.plan.static / GIB, "rollout": fit.plan.rollout / GIB,
@@ -337,6 +363,11 @@ def paper_suite(args: Args):
 
 if __name__ == "__main__":
     args = parse_args()
+    if args.memory_table:
+        from common.memory import table
+
+        print(table(preset_runs().values()))
+        sys.exit(0)
     if args.suite == "paper":
         paper_suite(args)
         sys.exit(0)

@@ -196,7 +196,8 @@ class Args:
                     "janus7b_geneval_paper", "janus7b_hps_paper",
                     "llamagen_hps_release", "janus1b_geneval_release", "janus1b_hps_release"] = "toy"
     """the paper's experiments (App. A.1: *_paper) or the release's scripts (*_release; none for Janus-Pro-7B),
-    PRESETS; explicit flags still win; --print-preset prints the resolved experiment and exits"""
+    PRESETS; explicit flags still win; --print-preset prints the resolved experiment, --plan-memory NxGB its memory on
+    N GPUs of GB GB, and exits"""
 
 
 # Paper App. A.1 (max grad norm 1.0 everywhere; bf16 with fp32 master weights, the releases' DeepSpeed bf16).

@@ -24,6 +24,7 @@ Implementation choices, each the same in the three authors' releases:
 Run:
     python grpo_vanilla.py                                  # the ShapeWorld toy on CPU, minutes
     python grpo_vanilla.py --help
+    python grpo_vanilla.py --model janus-pro-7b --plan-memory 8x80   # memory per GPU, the flags that fit (no GPU)
     torchrun --standalone --nproc_per_node=2 grpo_vanilla.py   # gloo on CPU, nccl on GPUs
 """
 from __future__ import annotations

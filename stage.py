@@ -182,7 +182,7 @@ class Args:
     preset: Literal["toy", "geneval_paper", "hps_mix_paper", "ocr_paper",
                     "geneval_release", "hps_mix_release", "ocr_release"] = "toy"
     """the paper's experiments (App. B.1: *_paper) or the release's scripts (*_release), PRESETS; explicit flags still
-    win; --print-preset prints the resolved experiment and exits"""
+    win; --print-preset prints the resolved experiment, --plan-memory NxGB its memory on N GPUs of GB GB, and exits"""
     reweight: bool = True
     """similarity-aware advantage reweighting Ã = M·A (Eqs. 5–8)"""
     kl_reweight: bool = True

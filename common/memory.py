@@ -1,8 +1,10 @@
-"""Memory planner: what one GRPO step of a preset needs on each GPU, and the flags that make it fit.
+"""Memory planner: what one GRPO step of a run needs on each GPU, and the flags that make it fit.
 
-    python -m common.memory --preset geneval_paper --gpus 8 --gpu-gb 80
-    python -m common.memory --preset janus7b_hps_paper --gpus 2 --gpu-gb 80 --lora-rank 64
-    python -m common.memory --table          # every preset on 1x24, 1x80, 2x80, 8x40 and 8x80 GB (docs/models.md)
+The experiment comes in as (script name, the run's resolved Args); this module imports no script. Its commands:
+
+    python stage.py --preset geneval_paper --plan-memory 8x80       # any script, any flags (common/run.py cli)
+    python gcpo.py --preset janus7b_hps_paper --lora-rank 64 --plan-memory 2x80
+    python bench.py --memory-table     # every preset on 1x24, 1x80, 2x80, 8x40 and 8x80 GB (docs/models.md)
 
 The model is built on the meta device from its configuration (no weights, no download, no GPU), and every tensor
 the scripts keep is counted from it, on the rank that holds the most (rank 0):
@@ -44,8 +46,6 @@ allocator fragmentation). GB here are GiB (2^30 bytes).
 """
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import math
 import sys
 from dataclasses import dataclass
@@ -55,8 +55,7 @@ import torch
 import torch.nn as nn
 
 GIB = 2**30
-PRESET_SCRIPTS = ("stage", "gcpo", "ar_grpo")
-SETUPS = ((1, 24), (1, 80), (2, 80), (8, 40), (8, 80))  # the GPU setups of the --table (docs/models.md)
+SETUPS = ((1, 24), (1, 80), (2, 80), (8, 40), (8, 80))  # the setups of bench.py --memory-table (docs/models.md)
 
 # LoRA's default targets: the attention and MLP projections of every transformer block (the policy's `layers`)
 LORA_TARGETS = {"janus": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
@@ -335,20 +334,20 @@ def plan(bk, frozen, s: Setting, *, chunk: int, micro_batch: int, checkpointing:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Presets and the search for flags that fit
+# A run's GPU setup and the search for flags that fit
 
 
-def preset_args(preset: str):
-    """(script name, the script's Args with the preset applied) for a preset of stage.py, gcpo.py or ar_grpo.py."""
-    for script in PRESET_SCRIPTS:
-        mod = importlib.import_module(script)
-        if preset in mod.PRESETS and preset != "toy":
-            return script, dataclasses.replace(mod.Args(), **mod.PRESETS[preset])
-    raise ValueError(f"unknown preset {preset!r}; known: {', '.join(all_presets())}")
-
-
-def all_presets() -> list[str]:
-    return [p for s in PRESET_SCRIPTS for p in importlib.import_module(s).PRESETS if p != "toy"]
+def parse_setup(value: str) -> tuple[int, float]:
+    """--plan-memory NxGB (8x80: eight GPUs of 80 GB) -> (gpus, gpu_gb); ValueError in one line naming the flag."""
+    n, sep, m = value.strip().lower().partition("x")
+    try:
+        gpus, gpu_gb = int(n), float(m)
+    except ValueError:
+        gpus, gpu_gb = 0, 0.0
+    if not sep or gpus < 1 or not math.isfinite(gpu_gb) or gpu_gb <= 0:
+        raise ValueError(f"--plan-memory {value!r}: must be NxGB, the GPUs of the run and the memory of one in GB "
+                         f"(e.g. --plan-memory 8x80, --plan-memory 1x24)")
+    return gpus, gpu_gb
 
 
 def reward_names(args) -> list[str]:
@@ -381,15 +380,18 @@ def divisors_desc(n: int) -> list[int]:
     return [k for k in range(n, 0, -1) if n % k == 0]
 
 
-def find_fit(preset: str, gpus: int, gpu_gb: float, lora_rank: int = 0, model=None, batch: int | None = None,
-             with_rewards: bool = True, allow_offload: bool = True) -> Fit:
+def find_fit(args, gpus: int, gpu_gb: float, model=None, batch: int | None = None, with_rewards: bool = True,
+             allow_offload: bool = True) -> Fit:
     """The first setting that fits, in this order of preference: no LoRA (unless asked), no CPU offload, DDP before
     FSDP2, rewards on the GPU before --reward-device cpu, no activation checkpointing, then the largest micro-batch
-    and sample chunk. Without a fit, the closest setting (smallest peak) with ok=False. model: (backend, frozen) of
-    meta_backend (default: the preset's model); batch: images per GPU (default: the preset's P / GPUs x G);
+    and sample chunk. Without a fit, the closest setting (smallest peak) with ok=False. args: the run's resolved
+    Args (its model, dtype, beta, P, G, rewards; its --lora-rank and --lora-targets when set); model: (backend,
+    frozen) of meta_backend (default: args.model's); batch: images per GPU (default: P / GPUs x G);
     with_rewards=False leaves the reward and evaluation models out (the paper benchmark's stand-in reward)."""
-    script, args = preset_args(preset)
     bk, frozen = model or meta_backend(args.model)
+    lora_rank = getattr(args, "lora_rank", 0)
+    targets = tuple(t.strip() for t in getattr(args, "lora_targets", "").split(",") if t.strip()) \
+        or LORA_TARGETS[shapes(bk).kind]
     budget = gpu_gb * GIB - (GIB + 0.05 * gpu_gb * GIB)
     P, G = args.prompts_per_step, args.group_size
     used = max(k for k in range(1, gpus + 1) if P % k == 0)  # whole groups per rank: P divisible by the ranks
@@ -401,7 +403,7 @@ def find_fit(preset: str, gpus: int, gpu_gb: float, lora_rank: int = 0, model=No
     for lora in [lora_rank] if lora_rank else [0, 64]:
         for offload in (False, True) if allow_offload else (False,):
             for dist_ in ["fsdp2"] if offload else ["ddp"] + (["fsdp2"] if used > 1 else []):
-                s = Setting(args.dtype, used, dist_, args.beta, lora, LORA_TARGETS[shapes(bk).kind], offload)
+                s = Setting(args.dtype, used, dist_, args.beta, lora, targets, offload)
                 for rewards_on_gpu in (True, False):
                     r = rewards_all if rewards_on_gpu else on_host_rewards
                     for ckpt in (False, True):
@@ -436,8 +438,7 @@ def peft_lora(policy: nn.Module, rank: int, targets, alpha: float | None = None)
 
 
 def flags(fit: Fit, args, batch: int | None = None) -> str:
-    """The command-line flags of a fit (those that differ from the preset); batch: images per GPU if not the
-    preset's."""
+    """The command-line flags of a fit (those that differ from the run's); batch: images per GPU if not the run's."""
     s, out = fit.setting, []
     if s.cpu_offload:  # FSDP2 under torchrun, also on one GPU (--nproc_per_node=1)
         out.append("--dist fsdp2 --cpu-offload")
@@ -461,13 +462,14 @@ def gb(x: int) -> str:
     return f"{x / GIB:.1f}"
 
 
-def report(preset: str, gpus: int, gpu_gb: float, lora_rank: int = 0) -> str:
-    """The planner's answer for one preset and GPU setup, as printed by `python -m common.memory`."""
-    script, args = preset_args(preset)
-    fit = find_fit(preset, gpus, gpu_gb, lora_rank)
+def report(script: str, args, gpus: int, gpu_gb: float) -> str:
+    """The planner's answer for one run (`script`: its module name, e.g. stage; args: its resolved Args) on `gpus`
+    GPUs of `gpu_gb` GB, as printed by `python <script>.py ... --plan-memory NxGB`."""
+    fit = find_fit(args, gpus, gpu_gb)
     p, s = fit.plan, fit.setting
     B = args.prompts_per_step // fit.gpus_used * args.group_size
-    out = [f"{script}.py --preset {preset}: {args.model}, --dtype {args.dtype}, beta {args.beta}, "
+    run = f"{script}.py --preset {args.preset}" if hasattr(args, "preset") else f"{script}.py"
+    out = [f"{run}: {args.model}, --dtype {args.dtype}, beta {args.beta}, "
            f"{args.prompts_per_step} prompts x G = {args.group_size}; {gpus} x {gpu_gb:g} GB"
            + (f" ({fit.note})" if fit.note else ""),
            f"per GPU: {B} images per step; setting {flags(fit, args)}", "",
@@ -492,53 +494,25 @@ def report(preset: str, gpus: int, gpu_gb: float, lora_rank: int = 0) -> str:
     return "\n".join(out)
 
 
-def table() -> str:
-    """Markdown: every preset on every setup of SETUPS, the flags that fit and the peak per GPU."""
+def table(runs) -> str:
+    """Markdown: every run of `runs` ((script, resolved Args) of each preset: bench.py --memory-table) on every setup
+    of SETUPS, the flags that fit and the peak per GPU."""
     rows = ["| preset | model | " + " | ".join(f"{n} x {m} GB" for n, m in SETUPS) + " |",
             "| --- | --- | " + " | ".join("---" for _ in SETUPS) + " |"]
-    for preset in all_presets():
-        script, args = preset_args(preset)
+    for script, args in runs:
         model = meta_backend(args.model)
         cells = []
         for n, m in SETUPS:
-            fit = find_fit(preset, n, m, model=model)
+            fit = find_fit(args, n, m, model=model)
             head = f"{gb(fit.plan.peak)} GiB: " if fit.ok else "no fit "
             where = f" (on {fit.gpus_used} GPUs)" if fit.gpus_used != n else ""
             cells.append(head + (f"`{flags(fit, args)}`" if fit.ok else f"(best {gb(fit.plan.peak)} GiB)") + where)
-        rows.append(f"| `{preset}` ({script}) | {args.model} | " + " | ".join(cells) + " |")
+        rows.append(f"| `{args.preset}` ({script}) | {args.model} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
-@dataclass
-class Args:
-    preset: str = ""
-    """a preset of stage.py, gcpo.py or ar_grpo.py (e.g. geneval_paper, janus7b_hps_paper, t2i_release)"""
-    gpus: int = 1
-    """GPUs the run has (ranks under torchrun)"""
-    gpu_gb: float = 80.0
-    """memory of one GPU in GB"""
-    lora_rank: int = 0
-    """plan with LoRA adapters of this rank (0 = full fine-tuning; the planner tries r = 64 when nothing else fits)"""
-    table: bool = False
-    """print the markdown table of every preset on 1x24, 1x80, 2x80, 8x40 and 8x80 GB instead"""
-
-
-def main(argv=None):
-    from common.cli import parse
-
-    if argv is not None:
-        sys.argv = [sys.argv[0], *argv]
-    args = parse(Args)
-    if args.table:
-        print(table())
-        return
-    if args.gpus < 1 or args.gpu_gb <= 0 or args.lora_rank < 0:
-        sys.exit("error: --gpus must be >= 1, --gpu-gb > 0 and --lora-rank >= 0")
-    try:
-        print(report(args.preset, args.gpus, args.gpu_gb, args.lora_rank), flush=True)
-    except ValueError as e:
-        sys.exit(f"error: {e}")
-
-
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # the planner's old command line (it imported the scripts: an import circle)
+    print("error: the memory planner is a flag of the scripts now: python stage.py --preset geneval_paper "
+          "--plan-memory 8x80 (any script and flags); every preset's table: python bench.py --memory-table",
+          file=sys.stderr)
+    sys.exit(2)

@@ -122,13 +122,22 @@ def cli(args_cls, presets: dict | None = None):
     """The command line parsed into `args_cls` and checked (see the module docstring); fails in one line.
     args.resume comes back resolved to the checkpoint's step directory; a resumed run's --exp-name and --out-dir,
     when not given, are the checkpoint's own run's (common/rundir.py). Rank 0 then owns the run directory (its lock).
-    `--print-preset` prints the resolved experiment (common/experiment.py) and exits 0 without building or writing
-    anything."""
+    `--print-preset` prints the resolved experiment (common/experiment.py), and `--plan-memory NxGB` what one step of
+    this run needs on each of N GPUs of GB GB and the flags that fit (common/memory.py); both exit 0 without building
+    or writing anything."""
     if problem := renamed_preset(sys.argv[1:], presets or {}):
         fail(problem)
     show = "--print-preset" in sys.argv[1:]
     if show:
         sys.argv = [a for a in sys.argv if a != "--print-preset"]
+    sys.argv, setup = take_flag(sys.argv, "--plan-memory")
+    if setup is not None:
+        from common.memory import parse_setup
+
+        try:
+            setup = parse_setup(setup)
+        except ValueError as e:
+            fail(str(e))
     args = parse(args_cls)
     if presets and args.preset != "toy":  # parse again with the preset's values as defaults, so explicit flags win
         args = parse(args_cls, default=replace(args_cls(), **{**PRESET_DEFAULTS, **presets[args.preset]}))
@@ -139,6 +148,9 @@ def cli(args_cls, presets: dict | None = None):
         from common.experiment import describe, explicit_fields
 
         print(describe(args, (presets or {}).get(args.preset, {}), explicit_fields(args_cls, sys.argv[1:])))
+    if setup is not None:
+        plan_memory(args_cls, args, *setup)
+    if show or setup is not None:
         sys.exit(0)
     if args.model not in MODELS and not os.path.isdir(args.model):
         fail(f"unknown model {args.model!r}; known: {', '.join(MODELS)} or a weights directory")
@@ -167,6 +179,38 @@ def cli(args_cls, presets: dict | None = None):
         rundir.identify(run_dir(args), new=parent is not None or not args.resume, parent=parent)
     stop_on_disk_errors(run_dir(args), oom=_oom_advice(args))
     return args
+
+
+def take_flag(argv: list[str], flag: str) -> tuple[list[str], str | None]:
+    """argv without `flag VALUE` (or `flag=VALUE`), and VALUE: None when the flag is absent; fails in one line when
+    it has no value."""
+    rest, value, i = [], None, 0
+    while i < len(argv):
+        if argv[i] == flag:
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                fail(f"{flag}: needs a value (e.g. {flag} 8x80)")
+            value, i = argv[i + 1], i + 2
+            continue
+        if argv[i].startswith(flag + "="):
+            value = argv[i].split("=", 1)[1]
+        else:
+            rest.append(argv[i])
+        i += 1
+    return rest, value
+
+
+def plan_memory(args_cls, args, gpus: int, gpu_gb: float):
+    """--plan-memory: print the memory planner's answer for this run, as resolved from its preset and flags, on
+    `gpus` GPUs of `gpu_gb` GB (common/memory.py; the model is built on the meta device: no weights, no GPU)."""
+    from common.memory import report
+
+    if args.model not in MODELS:
+        what = "a weights directory" if os.path.isdir(args.model) else "an unknown model"
+        fail(f"--plan-memory: --model {args.model} is {what}; the planner builds a named architecture on the meta "
+             f"device: pass --model with its name ({', '.join(MODELS)})")
+    module = sys.modules.get(args_cls.__module__)
+    script = os.path.splitext(os.path.basename(getattr(module, "__file__", None) or sys.argv[0]))[0]
+    print(report(script, args, gpus, gpu_gb), flush=True)
 
 
 def renamed_preset(argv: list[str], presets: dict) -> str:

@@ -8,13 +8,17 @@ The rule enforced:
    weights folder, which load_model("tiny" | "toy") builds);
 3. toy/ sits on common/: no module in toy/ imports rewards/, a top-level script or the tests, except toy/train.py,
    itself a script (it scores its model with the GenEval judge of rewards/geneval.py);
-4. rewards/ may import common/ and toy/, never a top-level script or the tests.
+4. rewards/ may import common/ and toy/, never a top-level script or the tests;
+5. nor by name: no module of common/, rewards/ or toy/ hands a top-level script's module name to
+   importlib.import_module, __import__, importlib.util.find_spec or runpy (common/memory.py once read the scripts'
+   presets that way, a circle through common.run that the graph did not see).
 An import names the most specific project module it reaches (`from common import checkpoint` is common.checkpoint);
-a package's __init__ is not added for its submodules; strings handed to importlib (the rewards registry) are not
-imports.
+a package's __init__ is not added for its submodules; other strings handed to importlib (the rewards registry) are
+not edges of the graph.
 """
 import ast
 import os
+import re
 
 from conftest import REPO
 
@@ -139,3 +143,50 @@ def test_floors():
 def test_cycles_are_found():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+BY_NAME = {"import_module", "__import__", "find_spec", "run_module", "spec_from_file_location"}
+
+
+def imported_by_name(path: str, scripts: set[str]) -> set[str]:
+    """The top-level scripts a file may import by name: the literal first argument of its importlib.import_module /
+    __import__ / find_spec / runpy calls; for a computed argument (a loop over a tuple of names, an f-string) every
+    string constant of the file that is a script's module name (the test follows no data flow, so it counts them
+    all)."""
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    found = set()
+    for call in ast.walk(tree):
+        if not (isinstance(call, ast.Call) and getattr(call.func, "attr", getattr(call.func, "id", None)) in BY_NAME):
+            continue
+        first = call.args[0] if call.args else None
+        names = {first.value} if isinstance(first, ast.Constant) and isinstance(first.value, str) else strings
+        for name in names:
+            if re.fullmatch(r"\w+(\.\w+)*", name) and name.split(".")[0] in scripts and not name.endswith(".py"):
+                found.add(name.split(".")[0])
+    return found
+
+
+def test_packages_never_import_a_script():
+    """Rules 2-5: common/, rewards/ and toy/ import no top-level script, by an import statement or by name."""
+    modules = project_modules()
+    scripts = {m for m in modules if floor(m) == "script"}
+    assert {"stage", "gcpo", "ar_grpo", "grpo_vanilla", "bench", "evaluate"} <= scripts
+    bad = []
+    for module, path in modules.items():
+        if floor(module) in PACKAGES:
+            bad += [f"{module} -> {t}" for t in sorted(imports(path, module, modules)) if floor(t) == "script"]
+            bad += [f"{module} -> {t} (by name)" for t in sorted(imported_by_name(path, scripts))]
+    assert bad == [], "a package imports a top-level script (see this file's docstring): " + ", ".join(bad)
+
+
+def test_imports_by_name_are_found(tmp_path):
+    """The reader sees a literal name, a name from a loop over a tuple, and __import__; a package's own module and a
+    string that only mentions a script's file are no script import."""
+    f = tmp_path / "m.py"
+    f.write_text("import importlib\nSCRIPTS = ('stage', 'gcpo')\n"
+                 "mods = [importlib.import_module(s) for s in SCRIPTS]\nx = __import__('ar_grpo.sub')\n")
+    assert imported_by_name(str(f), {"stage", "gcpo", "ar_grpo", "bench"}) == {"stage", "gcpo", "ar_grpo"}
+    f.write_text("import importlib\nHELP = 'see bench.py'\nNAME = 'bench.py'\n"
+                 "m = importlib.import_module('common.x')\n")
+    assert imported_by_name(str(f), {"bench"}) == set()

@@ -1,6 +1,7 @@
 """The memory planner (common/memory.py): its exact lines (weights, gradients, optimizer, reference) equal the bytes of
 the tensors the scripts hold, counted on tiny LlamaGen and Janus models under each precision, with and without the
-reference, with LoRA (peft), and per rank under FSDP2 (2 and 3 gloo processes); and it answers for every preset."""
+reference, with LoRA (peft), and per rank under FSDP2 (2 and 3 gloo processes); and it answers for every preset
+(bench.py --memory-table) and for a run as its preset and flags resolve it (--plan-memory NxGB)."""
 from __future__ import annotations
 
 import copy
@@ -140,27 +141,87 @@ def test_exact_bytes_under_fsdp2(kind, dtype, lora, world, tmp_path):
     assert got["optimizer"] < whole["optimizer"]  # sharded
 
 
+def run(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *argv], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
 @pytest.mark.slow
 def test_planner_answers_for_every_preset_and_setup():
-    """`python -m common.memory --table`: a row for every preset, a cell for each of the five GPU setups."""
-    p = subprocess.run([sys.executable, "-m", "common.memory", "--table"], cwd=REPO, capture_output=True, text=True,
-                       timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    """`python bench.py --memory-table`: a row for every preset of stage.py, gcpo.py and ar_grpo.py, in order, a cell
+    for each of the five GPU setups."""
+    p = run("bench.py", "--memory-table")
     assert p.returncode == 0, p.stderr[-2000:]
-    from common.memory import all_presets
+    from bench import preset_runs
 
     rows = [r for r in p.stdout.splitlines() if r.startswith("| `")]
-    assert len(rows) == len(all_presets()) and all(r.count("|") == 8 for r in rows)
+    assert [r.split("`")[1] for r in rows] == list(preset_runs()) and all(r.count("|") == 8 for r in rows)
     assert "--dist fsdp2" in p.stdout and "GiB" in p.stdout
+    docs = open(os.path.join(REPO, "docs", "models.md"), encoding="utf-8").read()
+    assert p.stdout in docs, "docs/models.md's table is not the output of python bench.py --memory-table"
 
 
-def test_cli_one_preset():
-    p = subprocess.run([sys.executable, "-m", "common.memory", "--preset", "c2i_paper", "--gpus", "1", "--gpu-gb",
-                        "24"], cwd=REPO, capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert p.returncode == 0, p.stderr[-2000:]
+def plan(monkeypatch, capsys, script, *argv) -> str:
+    """`python <script>.py *argv` in this process: what cli prints before it exits 0."""
+    from common.run import cli
+
+    monkeypatch.setattr(sys, "argv", [f"{script.__name__}.py", *argv])
+    with pytest.raises(SystemExit) as stop:
+        cli(script.Args, getattr(script, "PRESETS", None))
+    assert stop.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_plan_memory_plans_the_run_as_resolved(monkeypatch, capsys):
+    """`--plan-memory NxGB` on a script: the planner's answer for the run as its preset AND its explicit flags resolve
+    it (here --group-size halves the images per GPU), without building anything; grpo_vanilla.py (no presets) too."""
+    from dataclasses import replace
+
+    import ar_grpo
+    import grpo_vanilla
+    from common.memory import report
+
+    out = plan(monkeypatch, capsys, ar_grpo, "--preset", "c2i_paper", "--plan-memory", "1x24")
+    lines = out.splitlines()
+    assert lines[0] == ("ar_grpo.py --preset c2i_paper: llamagen-c2i-b, --dtype bfloat16, beta 0.1, 8 prompts x G = 8;"
+                        " 1 x 24 GB") and lines[1].startswith("per GPU: 64 images per step; setting ")
     for line in ("weights (policy)", "gradients", "optimizer", "reference", "rollout KV cache", "activations",
                  "rewards", "FITS"):
-        assert line in p.stdout
-    bad = subprocess.run([sys.executable, "-m", "common.memory", "--preset", "nope"], cwd=REPO, capture_output=True,
-                         text=True, timeout=300)
-    assert bad.returncode != 0 and bad.stderr.strip().splitlines()[-1].startswith("error: unknown preset 'nope'")
+        assert line in out
+    args = replace(ar_grpo.Args(), **ar_grpo.PRESETS["c2i_paper"], preset="c2i_paper")
+    assert out == report("ar_grpo", args, 1, 24) + "\n"
+    g4 = plan(monkeypatch, capsys, ar_grpo, "--preset", "c2i_paper", "--group-size", "4", "--plan-memory=1x24")
+    assert "8 prompts x G = 4" in g4 and "per GPU: 32 images per step" in g4
+    assert g4 == report("ar_grpo", replace(args, group_size=4), 1, 24) + "\n"
+    vanilla = plan(monkeypatch, capsys, grpo_vanilla, "--model", "llamagen-c2i-b", "--prompts-per-step", "4",
+                   "--plan-memory", "2x24")
+    assert vanilla.startswith("grpo_vanilla.py: llamagen-c2i-b, --dtype ") and "; 2 x 24 GB\n" in vanilla
+
+
+@pytest.mark.slow
+def test_plan_memory_from_the_command_line():
+    """The same as a command: `python stage.py --preset geneval_paper --plan-memory 8x80` prints the planner's report
+    of the preset's run (what `python -m common.memory --preset geneval_paper --gpus 8 --gpu-gb 80` printed)."""
+    from bench import preset_runs
+    from common.memory import report
+
+    p = run("stage.py", "--preset", "geneval_paper", "--plan-memory", "8x80")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout == report(*preset_runs()["geneval_paper"], 8, 80) + "\n"
+    assert p.stdout.splitlines()[-1] == "FITS: --dist fsdp2"
+
+
+def test_plan_memory_bad_value_is_one_line():
+    from common.memory import parse_setup
+
+    assert parse_setup("8x80") == (8, 80.0) and parse_setup("1X24.5") == (1, 24.5)
+    for bad in ("8", "x80", "8x", "0x80", "8x0", "8x-1", "axb", "8x80x2", ""):
+        with pytest.raises(ValueError, match="--plan-memory .*: must be NxGB"):
+            parse_setup(bad)
+    p = run("grpo_vanilla.py", "--model", "janus-pro-7b", "--plan-memory", "8")
+    assert p.returncode == 1 and p.stdout == "" and p.stderr.strip() == (
+        "error: --plan-memory '8': must be NxGB, the GPUs of the run and the memory of one in GB (e.g. --plan-memory "
+        "8x80, --plan-memory 1x24)"), p.stderr[-2000:]
+    old = run("-m", "common.memory", "--preset", "geneval_paper", "--gpus", "8", "--gpu-gb", "80")
+    assert old.returncode == 2 and old.stdout == "" and len(old.stderr.strip().splitlines()) == 1
+    assert "--plan-memory 8x80" in old.stderr and "bench.py --memory-table" in old.stderr

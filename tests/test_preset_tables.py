@@ -150,8 +150,9 @@ def test_print_preset_shows_the_resolved_experiment(tmp_path):
 
 
 def test_docs_name_presets_that_exist():
-    """Every `stage.py / gcpo.py / ar_grpo.py ... --preset NAME` and `common.memory --preset NAME` in README.md, docs/
-    and the scripts' docstrings names a preset of that script (the paper presets are NAME_paper since #22)."""
+    """Every `stage.py / gcpo.py / ar_grpo.py ... --preset NAME` in README.md, docs/ and the scripts' docstrings names
+    a preset of that script (the paper presets are NAME_paper since #22), and every `--plan-memory NxGB` there is a
+    setup the memory planner reads."""
     import glob
     import os
     import re
@@ -159,19 +160,26 @@ def test_docs_name_presets_that_exist():
     import ar_grpo
     import gcpo
     import stage
+    from common.memory import parse_setup
 
     from conftest import REPO
 
     presets = {m.__name__: set(m.PRESETS) for m in (stage, gcpo, ar_grpo)}
-    command = re.compile(r"\b(stage|gcpo|ar_grpo)\.py\b[^|`\n]*?--preset[ =](\w+)|common\.memory --preset[ =](\w+)")
+    command = re.compile(r"\b(stage|gcpo|ar_grpo)\.py\b[^|`\n]*?--preset[ =](\w+)")
+    setup = re.compile(r"--plan-memory[ =]([\w.]+)")
     files = [os.path.join(REPO, "README.md"), *sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))]
     files += [os.path.join(REPO, f"{name}.py") for name in presets]
     found, unknown = 0, []
     for path in files:
         for n, line in enumerate(open(path, encoding="utf-8"), 1):
-            for script, name, memory_name in command.findall(line):
-                name, known = (name, presets[script]) if script else (memory_name, set().union(*presets.values()))
+            for script, name in command.findall(line):
                 found += 1
-                if name not in known and not name.isupper():  # P, NAME: placeholders
+                if name not in presets[script] and not name.isupper():  # P, NAME: placeholders
                     unknown.append(f"{os.path.relpath(path, REPO)}:{n}: --preset {name}")
+            for value in setup.findall(line):
+                try:
+                    parse_setup(value)
+                except ValueError:
+                    if value not in ("NxGB", "NxM"):  # placeholders
+                        unknown.append(f"{os.path.relpath(path, REPO)}:{n}: --plan-memory {value}")
     assert found > 20 and not unknown, unknown
