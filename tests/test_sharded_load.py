@@ -91,7 +91,7 @@ def test_fsdp2_load_stays_within_shards_plus_one_block(mid_dir, tmp_path):
         assert r["shards"] < 1.2 * r["model"]  # two half-models (policy and reference): one model's bytes, padded
 
 
-def _janus_rank(rank: int, world: int, init: str, model_dir: str, out: str):
+def _janus_rank(rank: int, world: int, init: str, model_dir: str, out: str, cpu_offload: bool = False):
     import common.distributed as D
     from common.models import load_model
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -101,7 +101,8 @@ def _janus_rank(rank: int, world: int, init: str, model_dir: str, out: str):
     device = torch.device("cpu")
     bk = load_model(model_dir, device, policy_on_meta=True)
     meta = all(p.is_meta for p in bk.policy.parameters())
-    D.shard(bk.policy, bk.cond(["a red cat"]), device, world, None, bk.weights)
+    D.shard(bk.policy, bk.cond(["a red cat"]), device, world, None, bk.weights, cpu_offload=cpu_offload)
+    offloaded = all(p.device.type == "cpu" for p in bk.policy.parameters())
     full = get_model_state_dict(bk.policy, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if rank == 0:
         plain = load_model(model_dir)
@@ -110,7 +111,7 @@ def _janus_rank(rank: int, world: int, init: str, model_dir: str, out: str):
         tied = plain.model.lm_head.weight is plain.model.model.language_model.embed_tokens.weight  # (tiny config)
         skip = ("model.generation_", "lm_head.") if tied else ("model.generation_",)  # policy parameters
         got = {k: v for k, v in bk.model.state_dict().items() if k in frozen and not k.startswith(skip)}
-        result = {"meta": meta, "policy": full.keys() == want.keys() and all(torch.equal(full[k], want[k]) for k in want),
+        result = {"meta": meta, "offloaded": offloaded, "policy": full.keys() == want.keys() and all(torch.equal(full[k], want[k]) for k in want),
                   "frozen": bool(got) and all(torch.equal(v, frozen[k]) for k, v in got.items()),
                   "buffers": all(torch.equal(a, b) for a, b in zip(bk.model.buffers(), plain.model.buffers()))}
         with open(out, "w") as f:
@@ -119,17 +120,20 @@ def _janus_rank(rank: int, world: int, init: str, model_dir: str, out: str):
 
 
 @pytest.mark.slow
-def test_fsdp2_janus_load_from_safetensors_equals_plain_load(tmp_path):
+@pytest.mark.parametrize("cpu_offload", [False, True])
+def test_fsdp2_janus_load_from_safetensors_equals_plain_load(cpu_offload, tmp_path):
     """Janus-Pro (transformers): built with its parameters on the meta device and its buffers real, the frozen vision
-    encoder, VQ model and text head read whole, the policy's shards read from the safetensors files."""
+    encoder, VQ model and text head read whole, the policy's shards read from the safetensors files; with
+    --cpu-offload too (the shards are filled on the CPU, where CPUOffloadPolicy keeps them)."""
     pytest.importorskip("transformers.models.janus")
     from common.janus import tiny_janus
 
     model_dir = str(tmp_path / "tiny-janus")
     tiny_janus(seed=0).save(model_dir)
     out = str(tmp_path / "result.json")
-    mp.spawn(_janus_rank, args=(2, f"file://{tmp_path}/init", model_dir, out), nprocs=2)
-    assert json.loads(open(out).read()) == {"meta": True, "policy": True, "frozen": True, "buffers": True}
+    mp.spawn(_janus_rank, args=(2, f"file://{tmp_path}/init", model_dir, out, cpu_offload), nprocs=2)
+    assert json.loads(open(out).read()) == {"meta": True, "offloaded": True, "policy": True, "frozen": True,
+                                            "buffers": True}
 
 
 def test_official_llamagen_weights_read_by_rows_from_the_mapped_file(tmp_path):
