@@ -157,6 +157,8 @@ def describe(error: BaseException) -> str | None:
         advice = _state["oom"](asked) if _state["oom"] is not None else "use smaller batches"
         return f"out of memory{size}; {advice}"
     if _peer_failed(error):  # short: the rank that failed first has printed the line that matters
+        first = (str(error).splitlines() or [""])[0]
+        first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0][:120]  # without gloo's source location
         return (f"rank {os.environ.get('RANK', '?')} stopped with its job: a collective failed, most likely because "
-                f"another rank ended (its error is above): {str(error).splitlines()[0][:120]}")
+                f"another rank ended (its error is above): {first}")
     return None

@@ -395,12 +395,51 @@ def test_a_peer_rank_stays_silent_after_another_rank_failed(monkeypatch):
     traceback (today: 52 lines around the failing rank's one). Outside torchrun the same error keeps its traceback."""
     from common import errors
 
-    error = RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500")
+    error = RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500. This may "
+                         "indicate a possible application crash on rank 0 or a network set up issue.")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
-    assert errors.describe(error).startswith("rank 0 stopped with its job: a collective failed")
+    assert errors.describe(error) == ("rank 0 stopped with its job: a collective failed, most likely because another "
+                                      "rank ended (its error is above): Connection closed by peer [127.0.0.1]:29500")
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert errors.describe(error) is None
+
+
+RANK_REWARD = """
+import os
+
+
+def fail_on_rank1(device="cpu"):
+    def fn(images, prompts, metadata):
+        if os.environ.get("RANK") == "1":
+            raise ValueError("detector crashed on rank 1")
+        return images.float().mean(dim=(1, 2, 3))
+    return fn
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_job_with_a_failing_rank_is_two_lines_of_ours(tmp_path):
+    """End to end under torchrun: the reward raises on rank 1 only. Rank 1 prints its one line naming the reward and
+    the prompt; rank 0, whose next collective then fails, one short line pointing at it; neither prints a traceback
+    (what torchrun itself prints after them is the launcher's)."""
+    (tmp_path / "rank_reward.py").write_text(RANK_REWARD)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "grpo_vanilla.py",
+           "--model", "tiny", "--reward", "rank_reward:fail_on_rank1", "--num-steps", "2", "--prompts-per-step", "2",
+           "--group-size", "2", "--eval-samples", "0", "--image-every", "0", "--out-dir", str(tmp_path / "runs")]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env={**ENV, "PYTHONPATH": os.pathsep.join([REPO, str(tmp_path)])})
+    assert p.returncode != 0
+    ours = [line.split("]: ", 1)[-1] if line.startswith("[rank") else line
+            for line in p.stderr.splitlines() if "error: " in line]
+    assert len(ours) == 2, p.stderr[-3000:]
+    failed = next(line for line in ours if "detector crashed on rank 1" in line)
+    assert failed.startswith("error: reward 'rank_reward:fail_on_rank1' raised ValueError: detector crashed on rank "
+                             "1 (prompt '"), failed
+    peer = next(line for line in ours if line is not failed)
+    assert peer.startswith("error: rank 0 stopped with its job: a collective failed, most likely because another "
+                           "rank ended (its error is above): "), peer
+    assert "grpo_vanilla.py\", line" not in p.stderr and "common" + os.sep not in p.stderr, p.stderr[-3000:]
 
 
 def test_study_tells_an_interrupted_run_from_a_finished_one(tmp_path):
