@@ -430,15 +430,17 @@ def test_torchrun_job_with_a_failing_rank_is_two_lines_of_ours(tmp_path):
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
                        env={**ENV, "PYTHONPATH": os.pathsep.join([REPO, str(tmp_path)])})
     assert p.returncode != 0
-    ours = [line.split("]: ", 1)[-1] if line.startswith("[rank") else line
-            for line in p.stderr.splitlines() if "error: " in line]
-    assert len(ours) == 2, p.stderr[-3000:]
-    failed = next(line for line in ours if "detector crashed on rank 1" in line)
-    assert failed.startswith("error: reward 'rank_reward:fail_on_rank1' raised ValueError: detector crashed on rank "
-                             "1 (prompt '"), failed
-    peer = next(line for line in ours if line is not failed)
-    assert peer.startswith("error: rank 0 stopped with its job: a collective failed, most likely because another "
-                           "rank ended (its error is above): "), peer
+    # each rank's line, without torchrun's "[rank0]: " prefix, or rank 0's progress bar: both ranks write to one
+    # stderr, and rank 1's line can follow the bar rank 0 has drawn (a bar ends without a newline)
+    ours = [line[line.index("error: "):] for line in p.stderr.splitlines() if "error: " in line]
+    failed = [line for line in ours if "detector crashed on rank 1" in line]
+    assert len(failed) == 1 and failed[0].startswith("error: reward 'rank_reward:fail_on_rank1' raised ValueError: "
+                                                     "detector crashed on rank 1 (prompt '"), p.stderr[-3000:]
+    # rank 0 reaches its next collective before torchrun stops it (as a rule: it says so in one line)
+    peer = [line for line in ours if line not in failed]
+    assert len(peer) <= 1 and all(line.startswith("error: rank 0 stopped with its job: a collective failed, most "
+                                                  "likely because another rank ended (its error is above): ")
+                                  for line in peer), p.stderr[-3000:]
     assert "grpo_vanilla.py\", line" not in p.stderr and "common" + os.sep not in p.stderr, p.stderr[-3000:]
 
 
