@@ -99,8 +99,8 @@ def test_fixed_device_reward_is_built_once_per_node(tmp_path):
     p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         str(tmp_path / "worker.py")], env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
-    out = {r["rank"]: r for r in (json.loads(line.split("RESULT ", 1)[1]) for line in p.stdout.splitlines()
-                                  if "RESULT " in line)}
+    # both ranks print to one pipe: a line can hold both results (the first one's newline written after the other)
+    out = {r["rank"]: r for r in (json.JSONDecoder().raw_decode(chunk)[0] for chunk in p.stdout.split("RESULT ")[1:])}
     assert len(builds.read_text().splitlines()) == 1
     for rank in (0, 1):  # the node's copy scored all 6 images; each rank got its own 3 back
         assert out[rank]["ok"] == pytest.approx([10.0 * (rank + 1) + 3 * rank + i for i in range(3)])
