@@ -116,20 +116,13 @@ def preset_runs() -> dict[str, tuple[str, object]]:
     """preset -> (its script's module name, the script's Args with the preset applied, as `--preset` applies it) for
     every preset of stage.py, gcpo.py and ar_grpo.py but the toy. bench.py is a top-level script and may import the
     others; common/ never does (common/memory.py takes a run's resolved Args)."""
-    from dataclasses import replace
-
     import ar_grpo
     import gcpo
     import stage
-    from common.run import PRESET_DEFAULTS
+    from common.run import preset_defaults
 
-    runs = {}
-    for script in (stage, gcpo, ar_grpo):
-        for preset, values in script.PRESETS.items():
-            if preset != "toy":
-                args = replace(script.Args(), **{**PRESET_DEFAULTS, **values}, preset=preset)
-                runs[preset] = (script.__name__, args)
-    return runs
+    return {preset: (script.__name__, preset_defaults(script.Args, script.PRESETS, preset))
+            for script in (stage, gcpo, ar_grpo) for preset in script.PRESETS if preset != "toy"}
 
 
 WORDS = ["a photo of a red cat", "two blue dogs and a green car", "a yellow cup left of the square", "a circle"]

@@ -118,6 +118,12 @@ def run_dir(args) -> str:
 PRESET_DEFAULTS = {"stop_on_flat": 20}
 
 
+def preset_defaults(args_cls, presets: dict, name: str):
+    """`args_cls`'s defaults with preset `name` applied, as --preset applies it (PRESET_DEFAULTS, then the preset's
+    values; explicit flags are parsed on top of these)."""
+    return replace(args_cls(), **{**PRESET_DEFAULTS, **presets[name]}, preset=name)
+
+
 def cli(args_cls, presets: dict | None = None):
     """The command line parsed into `args_cls` and checked (see the module docstring); fails in one line.
     args.resume comes back resolved to the checkpoint's step directory; a resumed run's --exp-name and --out-dir,
@@ -140,7 +146,7 @@ def cli(args_cls, presets: dict | None = None):
             fail(str(e))
     args = parse(args_cls)
     if presets and args.preset != "toy":  # parse again with the preset's values as defaults, so explicit flags win
-        args = parse(args_cls, default=replace(args_cls(), **{**PRESET_DEFAULTS, **presets[args.preset]}))
+        args = parse(args_cls, default=preset_defaults(args_cls, presets, args.preset))
     errors.install(oom=_oom_advice(args))
     if problem := check_args(args) or rundir.name_problem(args.exp_name):
         fail(problem)
